@@ -1,0 +1,1 @@
+"""Rendering: the only layer that prints. Library results go in, text/JSON/CSV comes out."""
