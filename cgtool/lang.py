@@ -827,6 +827,14 @@ def eval_constant(text: str, env: dict, place, *, what: str = "value", call=None
                 raise CgError(f"cannot compute {ast.unparse(node)!r}: {e}", place) from None
         if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in cmps:
             return cmps[type(node.ops[0])](ev(node.left, depth + 1), ev(node.comparators[0], depth + 1))
+        if isinstance(node, ast.BoolOp):
+            values = node.values
+            result = ev(values[0], depth + 1)
+            for v in values[1:]:
+                if isinstance(node.op, ast.And) and not result or isinstance(node.op, ast.Or) and result:
+                    return result
+                result = ev(v, depth + 1)
+            return result
         if isinstance(node, ast.IfExp):
             return ev(node.body, depth + 1) if ev(node.test, depth + 1) else ev(node.orelse, depth + 1)
         if isinstance(node, ast.Tuple):

@@ -1,0 +1,332 @@
+"""The chain rule as a sum over paths, on a generic value graph.
+
+A :class:`ValueGraph` has values as nodes and operand slots as edges: the edge
+``out --slot i--> operand`` belongs to the one operation that made ``out`` and
+carries that operation's vector-Jacobian product with respect to that one slot.
+Two slots that read the same value are two edges (``y = w * w`` has two paths).
+The graph comes from an expression (:mod:`cgtool.expr`) or, later, from a model's
+autograd graph; this module only needs nodes added operands-first, so that node
+ids are a topological order (an edge always points to a smaller id).
+
+What it answers, for a root and a target:
+
+- :func:`count_paths`: the exact number of paths, by dynamic programming in
+  Python integers, linear in the graph (never by enumeration; 2**40 is fine);
+- :func:`sum_over_paths`: the sum of every path's product, by accumulating
+  adjoints along edges (linear too): it must equal autograd's gradient;
+- :func:`top_paths`: up to *k* paths, largest |contribution| first: an exact
+  best-first search for scalar graphs (the bound on what a partial path can still
+  reach is exact), and a bounded heuristic for tensor graphs;
+- :func:`contribution`: one path's VJP with every other edge masked.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+# Tensor graphs: when there are at most this many paths, all are computed and sorted
+# exactly; beyond it, candidates come from a best-first search on edge magnitudes.
+EXACT_TENSOR_PATHS = 512
+# A hard bound on best-first steps, whatever the graph (ties and rounding cannot explode it).
+MAX_SEARCH_STEPS = 200_000
+
+
+@dataclass(eq=False)
+class Node:
+    """A value: a leaf (no operation) or the output of one operation."""
+
+    id: int
+    label: str
+    value: torch.Tensor | None = None
+    op: str | None = None  # what made it, for display ("+", "sin"); None for a leaf
+    info: object = None  # whatever the builder wants to keep (source text, operands, ...)
+
+    @property
+    def is_scalar(self) -> bool:
+        return self.value is not None and self.value.numel() == 1
+
+
+@dataclass(eq=False)
+class Edge:
+    """One operand slot of one operation: ``src`` (the output) depends on ``dst`` (the operand)."""
+
+    id: int
+    src: int
+    dst: int
+    slot: int  # which operand of the operation
+    op: str
+    vjp: Callable[[torch.Tensor], torch.Tensor]  # cotangent of src -> cotangent of dst through this slot only
+    derivative: float | None = None  # the local derivative, when both ends are scalars
+
+
+@dataclass
+class ValueGraph:
+    nodes: list[Node] = field(default_factory=list)
+    edges: list[Edge] = field(default_factory=list)
+    operands: list[list[int]] = field(default_factory=list)  # node id -> its edges, in slot order
+
+    def add_node(self, label: str, value=None, op=None, info=None) -> Node:
+        node = Node(len(self.nodes), label, value, op, info)
+        self.nodes.append(node)
+        self.operands.append([])
+        return node
+
+    def add_edge(self, src: Node, dst: Node, slot: int, op: str, vjp, derivative: float | None = None) -> Edge:
+        if dst.id >= src.id:
+            raise ValueError(f"edge {src.label} -> {dst.label} is not topological (operands must be added first)")
+        edge = Edge(len(self.edges), src.id, dst.id, slot, op, vjp, derivative)
+        self.edges.append(edge)
+        self.operands[src.id].append(edge.id)
+        return edge
+
+    def reachable(self, root: int) -> list[int]:
+        """Ids of the nodes *root* depends on (itself included), in increasing order."""
+        seen = [False] * len(self.nodes)
+        seen[root] = True
+        for v in range(root, -1, -1):
+            if seen[v]:
+                for e in self.operands[v]:
+                    seen[self.edges[e].dst] = True
+        return [v for v in range(root + 1) if seen[v]]
+
+
+@dataclass
+class Path:
+    """A path from the root down to the target, as its edges (root side first)."""
+
+    edges: tuple[int, ...]
+    score: float = 0.0  # log |contribution| used to order (scalar graphs: exact)
+
+
+# --------------------------------------------------------------------------- counting
+
+
+def path_counts(graph: ValueGraph, root: int, target: int) -> list[int]:
+    """For every node v, the number of paths v -> target (Python ints; 0 off the paths)."""
+    counts = [0] * len(graph.nodes)
+    if target > root:
+        return counts
+    counts[target] = 1
+    edges, operands = graph.edges, graph.operands
+    for v in range(target + 1, root + 1):
+        c = 0
+        for e in operands[v]:
+            c += counts[edges[e].dst]
+        counts[v] = c
+    return counts
+
+
+def count_paths(graph: ValueGraph, root: int, target: int) -> int:
+    """The exact number of paths from *root* to *target*, in time linear in the graph."""
+    return path_counts(graph, root, target)[root]
+
+
+# --------------------------------------------------------------------------- sums
+
+
+def is_scalar(graph: ValueGraph, root: int, target: int, counts: list[int] | None = None) -> bool:
+    """Whether every value on a path root -> target is a scalar (local derivatives are numbers)."""
+    counts = counts if counts is not None else path_counts(graph, root, target)
+    return all(graph.nodes[v].is_scalar for v in range(target, root + 1) if counts[v])
+
+
+def local_derivative(graph: ValueGraph, edge: Edge) -> float:
+    """d src / d dst through this edge, for scalar ends (computed once, then kept)."""
+    if edge.derivative is None:
+        src = graph.nodes[edge.src].value
+        seed = torch.ones_like(src)
+        edge.derivative = float(edge.vjp(seed).reshape(-1)[0])
+    return edge.derivative
+
+
+def _vjp(graph: ValueGraph, edge: Edge, cotangent: torch.Tensor) -> torch.Tensor:
+    g = edge.vjp(cotangent)
+    shape = graph.nodes[edge.dst].value.shape
+    if g.shape != shape:  # broadcasting the operand: reduce to its own size
+        g = g.sum_to_size(shape)
+    return g
+
+
+def sum_over_paths(graph: ValueGraph, root: int, target: int, *, absolute: bool = False, counts=None):
+    """The sum over all paths of their products (a float for scalar graphs, else a tensor).
+
+    Computed as adjoints accumulated edge by edge from the root down, restricted to
+    the nodes on some path to *target*: linear in the graph, however many paths.
+    With ``absolute`` (scalar graphs only), the sum of |product|, to detect cancellation.
+    """
+    counts = counts if counts is not None else path_counts(graph, root, target)
+    if not counts[root]:
+        value = graph.nodes[target].value
+        return 0.0 if value is None or value.numel() == 1 and is_scalar(graph, root, target, counts) \
+            else torch.zeros_like(value)
+    scalar = is_scalar(graph, root, target, counts)
+    if absolute and not scalar:
+        raise ValueError("absolute sums are defined for scalar graphs only")
+    adj: dict[int, object] = {root: 1.0 if scalar else torch.ones_like(graph.nodes[root].value)}
+    for v in range(root, target, -1):
+        a = adj.pop(v, None)
+        if a is None:
+            continue
+        for e in graph.operands[v]:
+            edge = graph.edges[e]
+            if not counts[edge.dst]:
+                continue
+            if scalar:
+                d = local_derivative(graph, edge)
+                g = a * (abs(d) if absolute else d)
+            else:
+                g = _vjp(graph, edge, a)
+            prev = adj.get(edge.dst)
+            adj[edge.dst] = g if prev is None else prev + g
+    return adj[target]
+
+
+def contribution(graph: ValueGraph, path: Path, seed=None):
+    """One path's product: the VJP along its edges with every other edge masked."""
+    first = graph.edges[path.edges[0]] if path.edges else None
+    if first is None:
+        return 1.0 if seed is None else seed
+    root = graph.nodes[first.src]
+    if seed is None and root.is_scalar and all(graph.nodes[graph.edges[e].dst].is_scalar for e in path.edges):
+        return math.prod(local_derivative(graph, graph.edges[e]) for e in path.edges)
+    g = torch.ones_like(root.value) if seed is None else seed
+    for e in path.edges:
+        g = _vjp(graph, graph.edges[e], g)
+    return g
+
+
+def path_nodes(graph: ValueGraph, path: Path, root: int) -> list[int]:
+    """The node ids along *path*, root first."""
+    return [root] + [graph.edges[e].dst for e in path.edges]
+
+
+# --------------------------------------------------------------------------- listing
+
+
+def _log_abs(x: float) -> float:
+    if x != x:  # nan: list it early, it is what a user needs to see
+        return math.inf
+    return math.log(abs(x)) if x else -math.inf
+
+
+def _plus(a: float, b: float) -> float:
+    return -math.inf if a == -math.inf or b == -math.inf else a + b
+
+
+def _tensor_weight(graph: ValueGraph, edge: Edge) -> float:
+    """A magnitude for a tensor edge: the VJP of a unit cotangent, per element."""
+    src = graph.nodes[edge.src].value
+    g = _vjp(graph, edge, torch.ones_like(src) / math.sqrt(max(1, src.numel())))
+    n = float(torch.linalg.vector_norm(g.double()))
+    return _log_abs(n)
+
+
+def best_first(graph: ValueGraph, root: int, target: int, k: int, weight, counts=None) -> list[Path]:
+    """Up to *k* paths with the largest total weight (a sum of per-edge log-weights), best first.
+
+    The bound ``h[v]`` (the best weight from v down to the target) is exact, so the
+    first *k* complete paths popped are the *k* best; ties go depth-first (newest
+    first), so equal weights cannot make the search breadth-first and explode.
+    """
+    counts = counts if counts is not None else path_counts(graph, root, target)
+    if k <= 0 or not counts[root]:
+        return []
+    edges, operands = graph.edges, graph.operands
+    w = {}
+    h = [-math.inf] * len(graph.nodes)
+    h[target] = 0.0
+    for v in range(target + 1, root + 1):
+        if not counts[v]:
+            continue
+        best = -math.inf
+        for e in operands[v]:
+            d = edges[e].dst
+            if counts[d]:
+                w[e] = weight(edges[e])
+                best = max(best, _plus(w[e], h[d]))
+        h[v] = best
+    found: list[Path] = []
+    tick = 0
+    # entries: (-priority, -tick, node, prefix weight, edges as a cons list)
+    heap = [(-h[root], 0, root, 0.0, None)]
+    steps = 0
+    while heap and len(found) < k and steps < MAX_SEARCH_STEPS:
+        steps += 1
+        neg_p, _, v, prefix, chain = heapq.heappop(heap)
+        if v == target:
+            found.append(Path(_unchain(chain), -neg_p))
+            continue
+        for e in reversed(operands[v]):
+            d = edges[e].dst
+            if not counts[d]:
+                continue
+            tick += 1
+            p = _plus(prefix, w[e])
+            heapq.heappush(heap, (-_plus(p, h[d]), -tick, d, p, (e, chain)))
+    return found
+
+
+def _unchain(chain) -> tuple[int, ...]:
+    out = []
+    while chain is not None:
+        out.append(chain[0])
+        chain = chain[1]
+    return tuple(reversed(out))
+
+
+def all_paths(graph: ValueGraph, root: int, target: int, limit: int, counts=None) -> list[Path]:
+    """Every path in depth-first slot order, at most *limit* of them."""
+    counts = counts if counts is not None else path_counts(graph, root, target)
+    out: list[Path] = []
+    if not counts[root]:
+        return out
+    stack = [(root, ())]
+    while stack and len(out) < limit:
+        v, prefix = stack.pop()
+        if v == target:
+            out.append(Path(prefix))
+            continue
+        for e in reversed(graph.operands[v]):
+            d = graph.edges[e].dst
+            if counts[d]:
+                stack.append((d, prefix + (e,)))
+    return out
+
+
+@dataclass
+class Listing:
+    paths: list[Path]
+    exact_order: bool  # whether the listed paths are truly the largest |contribution|
+    contributions: list  # per listed path: float (scalar graphs) or tensor
+
+
+def top_paths(graph: ValueGraph, root: int, target: int, k: int, *, counts=None, by_magnitude: bool = True) -> Listing:
+    """Up to *k* paths, largest |contribution| first (or in depth-first order without ``by_magnitude``)."""
+    counts = counts if counts is not None else path_counts(graph, root, target)
+    total = counts[root]
+    if k <= 0 or not total:
+        return Listing([], True, [])
+    if not by_magnitude:
+        paths = all_paths(graph, root, target, k, counts)
+        return Listing(paths, True, [contribution(graph, p) for p in paths])
+    if is_scalar(graph, root, target, counts):
+        paths = best_first(graph, root, target, k, lambda e: _log_abs(local_derivative(graph, e)), counts)
+        return Listing(paths, len(paths) == min(k, total), [contribution(graph, p) for p in paths])
+    exact = total <= EXACT_TENSOR_PATHS
+    if exact:
+        candidates = all_paths(graph, root, target, EXACT_TENSOR_PATHS, counts)
+    else:
+        candidates = best_first(graph, root, target, max(4 * k, 64), lambda e: _tensor_weight(graph, e), counts)
+    scored = []
+    for i, p in enumerate(candidates):
+        c = contribution(graph, p)
+        n = float(torch.linalg.vector_norm(c.double())) if isinstance(c, torch.Tensor) else abs(c)
+        p.score = _log_abs(n)
+        scored.append((-p.score if p.score == p.score else -math.inf, i, p, c))
+    scored.sort(key=lambda t: (t[0], t[1]))
+    chosen = scored[:k]
+    return Listing([t[2] for t in chosen], exact, [t[3] for t in chosen])

@@ -1,0 +1,684 @@
+"""Spec loading and validation: YAML text in, plain dataclasses out.
+
+A spec describes one module (``kind``: sequential, modulelist, moduledict,
+module). Loading resolves ``args`` (with overrides), evaluates constructor calls
+(``Linear(d, 4 * d)``) to :class:`Call` values, reads nested specs (inline or by
+file), and checks the forward program with :mod:`cgtool.lang`. Nothing here
+builds torch modules; :mod:`cgtool.compile` does that.
+"""
+from __future__ import annotations
+
+import ast
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+from . import lang, yamlpos
+from .errors import CgError, Loc, did_you_mean
+
+KINDS = ("sequential", "modulelist", "moduledict", "module")
+INITS = ("rand", "randn", "zeros", "ones", "eye", "full", "arange")
+DTYPES = {
+    "float32": torch.float32, "float": torch.float32, "float64": torch.float64, "double": torch.float64,
+    "float16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,
+    "int64": torch.long, "long": torch.long, "int32": torch.int32, "int": torch.int32, "bool": torch.bool,
+}  # fmt: skip
+MAX_DEPTH = 16  # nested specs, inline or by file
+MAX_REPEAT = 10_000
+MAX_LAYERS = 100_000
+TOP_KEYS = {"name", "kind", "description", "args", "inputs", "layers", "modules", "constants", "parameters",
+            "forward", "tie"}  # fmt: skip
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class Call:
+    """A layer constructor call with evaluated arguments: ``Linear(784, 256)``."""
+
+    type: str
+    args: list
+    kwargs: dict
+    text: str  # how it reads, for messages and trees
+    loc: Loc
+
+
+@dataclass
+class Layer:
+    """One entry of ``layers``/``modules``: exactly one of call, ref or spec is set."""
+
+    where: str  # spec path: layers[2], modules.linear
+    loc: Loc
+    call: Call | None = None
+    ref: str | None = None
+    spec: "Spec | None" = None
+    repeat: int | None = None
+
+    @property
+    def text(self) -> str:
+        if self.call is not None:
+            return self.call.text
+        if self.ref is not None:
+            return f"ref {self.ref}"
+        return f"{self.spec.name} ({self.spec.kind})"
+
+
+@dataclass
+class InputSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype = torch.float32
+    low: float | None = None  # integer inputs: random values in [low, high)
+    high: float | None = None
+    dims: dict[str, int] = field(default_factory=dict)  # named dims -> index
+    loc: Loc | None = None
+
+
+@dataclass
+class TensorSpec:
+    """A constant (buffer) or a free parameter."""
+
+    name: str
+    shape: tuple[int, ...]
+    init: str | None = None  # one of INITS, or None with `value`
+    value: object = None  # literal list, or the fill value for init: full
+    scale: float | None = None
+    dtype: torch.dtype | None = None
+    loc: Loc | None = None
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+
+@dataclass
+class Spec:
+    name: str
+    kind: str
+    file: str
+    loc: Loc
+    args: dict = field(default_factory=dict)
+    inputs: dict[str, InputSpec] = field(default_factory=dict)
+    layers: list[tuple[str | None, Layer]] = field(default_factory=list)  # sequential / modulelist / moduledict / module
+    constants: dict[str, TensorSpec] = field(default_factory=dict)
+    parameters: dict[str, TensorSpec] = field(default_factory=dict)
+    forward: lang.Program | None = None
+    ties: list[tuple[str, str, Loc]] = field(default_factory=list)
+    description: str | None = None
+    declared_inputs: bool = False  # False: a block that takes `x`
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self.inputs) if self.inputs else ["x"]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass
+class _Ctx:
+    root_dir: str  # includes must stay inside it
+    stack: tuple[str, ...] = ()  # files being loaded, for cycle detection
+    depth: int = 0
+    layer_count: list = field(default_factory=lambda: [0])
+    limits: lang.Limits = field(default_factory=lambda: lang.DEFAULT_LIMITS)
+
+
+def load_spec(source, *, file: str | None = None, args: dict | None = None,
+              limits: lang.Limits | None = None) -> Spec:
+    """Load a spec from a path, YAML text, or an already parsed mapping.
+
+    ``args`` override the spec's ``args`` (values or strings parsed as numbers).
+    """
+    text, file = _read_source(source, file)
+    root_dir = os.path.dirname(os.path.abspath(file)) if not file.startswith("<") else os.getcwd()
+    ctx = _Ctx(root_dir=root_dir, limits=limits or lang.DEFAULT_LIMITS)
+    if not file.startswith("<"):
+        ctx.stack = (os.path.realpath(file),)
+    data = yamlpos.load(text, file)
+    return _spec_from_data(data, file, Loc(file, 1, 1), overrides=args or {}, parent_env=None, ctx=ctx,
+                           default_name=_stem(file))
+
+
+def _read_source(source, file):
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source
+                                           and source.endswith((".yaml", ".yml")) and file is None):
+        path = os.fspath(source)
+        try:
+            with open(path, encoding="utf-8") as f:
+                return f.read(), path
+        except FileNotFoundError:
+            raise CgError("no such spec file", path) from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise CgError(f"cannot read spec: {e}", path) from None
+    if not isinstance(source, str):
+        raise CgError(f"a spec is a path or YAML text, not {type(source).__name__}")
+    return source, file or "<spec>"
+
+
+def _stem(file: str) -> str:
+    base = os.path.basename(file)
+    stem = base.rsplit(".", 1)[0] if "." in base else base
+    return stem.strip("<>") or "spec"
+
+
+def _loc_of(mapping, key, default: Loc) -> Loc:
+    locs = getattr(mapping, "locs", None)
+    if locs is not None:
+        if isinstance(locs, dict) and key in locs:
+            return locs[key]
+        if isinstance(locs, list) and isinstance(key, int) and key < len(locs):
+            return locs[key]
+    return getattr(mapping, "loc", default)
+
+
+def _place(loc: Loc, where: str | None = None) -> str:
+    return f"{loc}: {where}" if where else str(loc)
+
+
+def _spec_from_data(data, file, loc, *, overrides, parent_env, ctx: _Ctx, default_name) -> Spec:
+    if ctx.depth > MAX_DEPTH:
+        raise CgError(f"specs are nested more than {MAX_DEPTH} deep", loc, hint="flatten the nesting")
+    if not isinstance(data, dict):
+        raise CgError(f"a spec must be a mapping with `kind:`, found {_describe(data)}", loc,
+                      hint="start the file with `kind: sequential` (or modulelist, moduledict, module)")
+    loc = getattr(data, "loc", loc)
+    for key in data:
+        if key not in TOP_KEYS and key not in ("spec", "repeat"):
+            hint = did_you_mean(str(key), TOP_KEYS)
+            raise CgError(f"unknown key {key!r}", _key_loc(data, key, loc),
+                          hint=hint or f"spec keys: {', '.join(sorted(TOP_KEYS))}")
+    kind = data.get("kind")
+    if kind is None:
+        kind = "sequential" if "layers" in data and "forward" not in data else "module" if "forward" in data else None
+        if kind is None:
+            raise CgError("spec has no `kind`", loc, hint=f"add `kind:` — one of {', '.join(KINDS)}")
+    if kind not in KINDS:
+        hint = did_you_mean(str(kind), KINDS)
+        raise CgError(f"unknown kind {kind!r}", _loc_of(data, "kind", loc),
+                      hint=hint or f"kind is one of {', '.join(KINDS)}")
+    name = data.get("name", default_name)
+    if not isinstance(name, str) or not name.isidentifier():
+        raise CgError(f"name must be an identifier, found {name!r}", _loc_of(data, "name", loc))
+    spec = Spec(name=name, kind=kind, file=file, loc=loc, description=data.get("description"))
+    spec.args = _resolve_args(data, overrides, loc, ctx)
+    env = dict(spec.args)
+    spec.inputs = _inputs(data, env, loc, ctx)
+    spec.declared_inputs = "inputs" in data
+    ctx2 = _Ctx(ctx.root_dir, ctx.stack, ctx.depth + 1, ctx.layer_count, ctx.limits)
+
+    if kind == "sequential":
+        _require(data, "layers", loc, "a sequential spec lists its `layers`")
+        _forbid(data, ("forward", "modules", "constants", "parameters"), loc,
+                "a sequential spec has no {key}: its forward is the chain of layers (use kind: module)")
+        spec.layers = _layers(data["layers"], "layers", _loc_of(data, "layers", loc), env, ctx2, allow_mapping=True)
+    elif kind == "modulelist":
+        _require(data, "layers", loc, "a modulelist spec lists its `layers`")
+        _forbid(data, ("modules",), loc, "a modulelist spec names its entries `layers` (a list)")
+        if not isinstance(data["layers"], list):
+            raise CgError("modulelist `layers` must be a list", _loc_of(data, "layers", loc),
+                          hint="use kind: moduledict for named entries")
+        spec.layers = _layers(data["layers"], "layers", _loc_of(data, "layers", loc), env, ctx2, allow_mapping=False)
+    elif kind == "moduledict":
+        _require(data, "modules", loc, "a moduledict spec maps names to `modules`")
+        _forbid(data, ("layers",), loc, "a moduledict spec names its entries `modules` (a mapping)")
+        if not isinstance(data["modules"], dict):
+            raise CgError("moduledict `modules` must be a mapping name -> layer", _loc_of(data, "modules", loc))
+        spec.layers = _layers(data["modules"], "modules", _loc_of(data, "modules", loc), env, ctx2,
+                              allow_mapping=True)
+    else:
+        _forbid(data, ("layers",), loc, "a module spec names its submodules under `modules` (a mapping)")
+        mods = data.get("modules") or {}
+        if not isinstance(mods, dict):
+            raise CgError("`modules` must be a mapping name -> layer", _loc_of(data, "modules", loc))
+        spec.layers = _layers(mods, "modules", _loc_of(data, "modules", loc), env, ctx2, allow_mapping=True)
+
+    if kind != "sequential":
+        spec.constants = _tensors(data.get("constants"), "constants", _loc_of(data, "constants", loc), env)
+        spec.parameters = _tensors(data.get("parameters"), "parameters", _loc_of(data, "parameters", loc), env)
+        _require(data, "forward", loc, f"a {kind} spec needs a `forward` program: "
+                 + ("ModuleList" if kind == "modulelist" else "ModuleDict" if kind == "moduledict" else "nn.Module")
+                 + " defines no forward of its own")
+        spec.forward = _forward(data, spec, env, loc, ctx)
+    spec.ties = _ties(data.get("tie"), _loc_of(data, "tie", loc))
+    _check_names(spec)
+    return spec
+
+
+def _key_loc(data, key, default):
+    return getattr(data, "key_locs", {}).get(key, default)
+
+
+def _describe(value) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}"
+    return f"a {type(value).__name__}"
+
+
+def _require(data, key, loc, why):
+    if key not in data or data[key] is None:
+        raise CgError(f"missing `{key}`", loc, hint=why)
+
+
+def _forbid(data, keys, loc, why):
+    for key in keys:
+        if key in data:
+            raise CgError(f"`{key}` is not allowed here", _key_loc(data, key, loc), hint=why.format(key=f"`{key}`"))
+
+
+# ----------------------------------------------------------------- args and values
+
+
+def _resolve_args(data, overrides, loc, ctx) -> dict:
+    raw = data.get("args") or {}
+    if not isinstance(raw, dict):
+        raise CgError("`args` must be a mapping name -> value", _loc_of(data, "args", loc))
+    args: dict = {}
+    for key, value in raw.items():
+        where = _loc_of(raw, key, loc)
+        if not isinstance(key, str) or not key.isidentifier() or key.startswith("_"):
+            raise CgError(f"arg name {key!r} must be an identifier", where)
+        args[key] = _value(value, args, where, f"args.{key}", ctx.limits)
+    for key, value in overrides.items():
+        if key not in args:
+            hint = did_you_mean(key, args)
+            raise CgError(f"the spec has no arg {key!r}", "--arg",
+                          hint=hint or (f"args: {', '.join(args)}" if args else "the spec declares no args"))
+        args[key] = _value(value, args, Loc("--arg"), f"--arg {key}", ctx.limits) if isinstance(value, str) else value
+    return args
+
+
+def _value(value, env, loc, what, limits):
+    """A spec value: numbers stay; a string is an expression over args if it reads as one."""
+    if isinstance(value, bool) or value is None or isinstance(value, (int, float)):
+        return value
+    if isinstance(value, list):
+        return [_value(v, env, _loc_of(value, i, loc), what, limits) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _value(v, env, _loc_of(value, k, loc), what, limits) for k, v in value.items()}
+    if isinstance(value, str):
+        return _string_value(value, env, loc, what, limits)
+    raise CgError(f"unsupported value {value!r} in {what}", loc)
+
+
+def _string_value(text, env, loc, what, limits):
+    """`4 * d` → a number; `relu` (not an arg) → the string itself; `4 * dd` → unknown-name error."""
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except (SyntaxError, ValueError, RecursionError):
+        return str(text)
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    if isinstance(tree.body, ast.Name) and tree.body.id not in env:
+        return str(text)  # a plain word: a string argument such as `same` or `relu`
+    if isinstance(tree.body, ast.Constant):
+        return tree.body.value if not isinstance(tree.body.value, str) else str(text)
+    if not names and not isinstance(tree.body, (ast.BinOp, ast.UnaryOp, ast.Tuple, ast.List)):
+        return str(text)
+    return lang.eval_constant(text, env, loc, what=what, limits=limits)
+
+
+def _int(value, loc, what, *, minimum=0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise CgError(f"{what} must be a whole number, found {value!r}", loc)
+    if value < minimum:
+        raise CgError(f"{what} must be at least {minimum}, found {value}", loc)
+    return value
+
+
+def _shape(raw, env, loc, what, limits) -> tuple[tuple[int, ...], dict[str, int]]:
+    """A shape list: ints, expressions over args, or named dims written `B: 2`."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = [raw]
+    if isinstance(raw, str):
+        raw = [p for p in raw.replace("x", ",").split(",") if p.strip()] if raw.strip() else []
+    if not isinstance(raw, list):
+        raise CgError(f"{what} must be a list of sizes, such as [2, 784]", loc)
+    dims, named = [], {}
+    for i, entry in enumerate(raw):
+        where = _loc_of(raw, i, loc)
+        if isinstance(entry, dict) and len(entry) == 1:
+            (dim_name, size), = entry.items()
+            named[str(dim_name)] = i
+            entry = size
+        elif isinstance(entry, str) and entry.strip().isidentifier() and entry.strip() not in env:
+            raise CgError(f"named dim {entry!r} in {what} has no size", where,
+                          hint=f"write it as `{entry}: 2`, or define {entry} under args")
+        elif isinstance(entry, str) and entry.strip().isidentifier():
+            named[entry.strip()] = i
+        value = _value(entry, env, where, what, limits)
+        dims.append(_int(value, where, f"{what}[{i}]"))
+    return tuple(dims), named
+
+
+def _inputs(data, env, loc, ctx) -> dict[str, InputSpec]:
+    raw = data.get("inputs")
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise CgError("`inputs` must map each input name to a shape", _loc_of(data, "inputs", loc),
+                      hint="for example: inputs: {x: [2, 784]}")
+    out = {}
+    for name, entry in raw.items():
+        where = _loc_of(raw, name, loc)
+        if not isinstance(name, str) or not name.isidentifier() or name.startswith("_") or name == "self":
+            raise CgError(f"input name {name!r} must be an identifier", where)
+        if isinstance(entry, dict) and "shape" in entry:
+            extra = set(entry) - {"shape", "dtype", "low", "high"}
+            if extra:
+                raise CgError(f"unknown key {sorted(extra)[0]!r} in input {name!r}", where,
+                              hint="an input takes shape, dtype, low, high")
+            shape, named = _shape(entry["shape"], env, _loc_of(entry, "shape", where), f"inputs.{name}.shape",
+                                  ctx.limits)
+            dtype = _dtype(entry.get("dtype", "float32"), _loc_of(entry, "dtype", where))
+            low = _value(entry.get("low"), env, where, "low", ctx.limits)
+            high = _value(entry.get("high"), env, where, "high", ctx.limits)
+            if not dtype.is_floating_point and dtype != torch.bool and high is None:
+                raise CgError(f"integer input {name!r} needs `high` (values are drawn from [low, high))", where)
+            out[name] = InputSpec(name, shape, dtype, low, high, named, where)
+        else:
+            shape, named = _shape(entry, env, where, f"inputs.{name}", ctx.limits)
+            out[name] = InputSpec(name, shape, torch.float32, None, None, named, where)
+    return out
+
+
+def _dtype(value, loc) -> torch.dtype:
+    if value not in DTYPES:
+        hint = did_you_mean(str(value), DTYPES)
+        raise CgError(f"unknown dtype {value!r}", loc, hint=hint or f"dtypes: {', '.join(DTYPES)}")
+    return DTYPES[value]
+
+
+def _tensors(raw, section, loc, env) -> dict[str, TensorSpec]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise CgError(f"`{section}` must map names to tensors", loc)
+    out = {}
+    for name, entry in raw.items():
+        where = _loc_of(raw, name, loc)
+        _check_identifier(name, where, section)
+        if isinstance(entry, list):
+            value = _value(entry, env, where, f"{section}.{name}", lang.DEFAULT_LIMITS)
+            try:
+                shape = tuple(torch.tensor(value, dtype=torch.float64, device="meta").shape)
+            except (TypeError, ValueError, RuntimeError) as e:
+                raise CgError(f"{section}.{name}: not a rectangular list of numbers ({e})", where) from None
+            out[name] = TensorSpec(name, shape, None, value, loc=where)
+            continue
+        if not isinstance(entry, dict):
+            raise CgError(f"{section}.{name} must be {{init: ..., shape: [...]}} or a list of numbers", where)
+        extra = set(entry) - {"init", "shape", "value", "scale", "dtype"}
+        if extra:
+            raise CgError(f"unknown key {sorted(extra)[0]!r} in {section}.{name}", where,
+                          hint="a tensor takes init, shape, value, scale, dtype")
+        init = entry.get("init", "zeros")
+        if init not in INITS:
+            hint = did_you_mean(str(init), INITS)
+            raise CgError(f"unknown init {init!r} for {section}.{name}", _loc_of(entry, "init", where),
+                          hint=hint or f"init is one of {', '.join(INITS)}")
+        if "shape" not in entry:
+            raise CgError(f"{section}.{name} needs a `shape`", where)
+        shape, _ = _shape(entry["shape"], env, _loc_of(entry, "shape", where), f"{section}.{name}.shape",
+                          lang.DEFAULT_LIMITS)
+        if init == "eye" and len(shape) != 2:
+            raise CgError(f"init eye needs a 2-d shape, found {list(shape)}", where)
+        if init == "full" and "value" not in entry:
+            raise CgError(f"init full needs a `value` for {section}.{name}", where)
+        value = _value(entry.get("value"), env, where, f"{section}.{name}.value", lang.DEFAULT_LIMITS)
+        scale = _value(entry.get("scale"), env, where, f"{section}.{name}.scale", lang.DEFAULT_LIMITS)
+        dtype = _dtype(entry["dtype"], _loc_of(entry, "dtype", where)) if "dtype" in entry else None
+        out[name] = TensorSpec(name, shape, init, value, scale, dtype, where)
+    return out
+
+
+def _check_identifier(name, where, section):
+    if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+        raise CgError(f"{section} name {name!r} must be an identifier not starting with '_'", where)
+
+
+# ----------------------------------------------------------------- layers
+
+
+def _layers(raw, section, loc, env, ctx: _Ctx, *, allow_mapping: bool) -> list[tuple[str | None, Layer]]:
+    if isinstance(raw, dict):
+        if not allow_mapping:
+            raise CgError(f"`{section}` must be a list", loc)
+        items = [(k, v, _loc_of(raw, k, loc), f"{section}.{k}") for k, v in raw.items()]
+    elif isinstance(raw, list):
+        _detect_split_calls(raw, loc)
+        items = [(None, v, _loc_of(raw, i, loc), f"{section}[{i}]") for i, v in enumerate(raw)]
+    else:
+        raise CgError(f"`{section}` must be a list or a mapping of layers", loc)
+    out: list[tuple[str | None, Layer]] = []
+    defined: set[str] = set()
+    for name, entry, where_loc, where in items:
+        if name is not None:
+            _check_identifier(name, where_loc, section)
+        layer = _layer(entry, where, where_loc, env, ctx)
+        if layer.ref is not None:
+            head = layer.ref.split(".")[0]
+            if head not in defined:
+                known = ", ".join(sorted(defined)) or "none yet"
+                hint = did_you_mean(head, defined)
+                raise CgError(f"{where}: ref to undefined module {layer.ref!r} (defined before it: {known})",
+                              where_loc, hint=hint or "a ref names a module defined earlier in the same spec")
+        if name is not None:
+            defined.add(name)
+        else:
+            defined.add(str(len(out)))
+        count = layer.repeat or 1
+        ctx.layer_count[0] += count
+        if ctx.layer_count[0] > MAX_LAYERS:
+            raise CgError(f"more than {MAX_LAYERS:,} layers in all", where_loc)
+        if name is None and layer.repeat is not None:
+            # In a list, `repeat: N` stands for N fresh copies in a row.
+            for _ in range(layer.repeat):
+                out.append((None, Layer(where, where_loc, layer.call, None, layer.spec, None)))
+                defined.add(str(len(out) - 1))
+        else:
+            out.append((name, layer))
+    return out
+
+
+def _detect_split_calls(raw: list, loc):
+    """`[Linear(40, 30), ReLU()]` in flow style reads as 'Linear(40', '30)', 'ReLU()'."""
+    for i, item in enumerate(raw):
+        if isinstance(item, str) and item.count("(") != item.count(")"):
+            where = _loc_of(raw, i, loc)
+            joined = item
+            if item.count("(") > item.count(")") and i + 1 < len(raw) and isinstance(raw[i + 1], str):
+                joined = f"{item}, {raw[i + 1]}"
+            raise CgError(f"layer {item!r} has unbalanced parentheses: YAML split the call {joined!r} at a comma",
+                          where, hint=f"quote it ('{joined}') or write the layers as a block list (- {joined})")
+
+
+def _layer(entry, where, loc, env, ctx: _Ctx) -> Layer:
+    if isinstance(entry, str):
+        return Layer(where, loc, call=_call_from_text(entry, env, loc, where, ctx))
+    if not isinstance(entry, dict):
+        raise CgError(f"{where}: a layer is a call such as 'Linear(784, 256)' or a mapping, found {_describe(entry)}",
+                      loc)
+    repeat = None
+    if "repeat" in entry:
+        rloc = _loc_of(entry, "repeat", loc)
+        repeat = _int(_value(entry["repeat"], env, rloc, "repeat", ctx.limits), rloc, f"{where}.repeat", minimum=1)
+        if repeat > MAX_REPEAT:
+            raise CgError(f"{where}.repeat is {repeat:,}, over the cap of {MAX_REPEAT:,}", rloc)
+    body = {k: v for k, v in entry.items() if k != "repeat"}
+    forms = [k for k in ("ref", "spec", "type", "kind") if k in body]
+    if not forms:
+        raise CgError(f"{where}: a layer mapping needs `type:`, `ref:`, `spec:` or an inline `kind:`", loc,
+                      hint="for example {type: Linear, in_features: 784, out_features: 256}")
+    if len(forms) > 1:
+        raise CgError(f"{where}: a layer has one of type, ref, spec or kind, found {', '.join(forms)}", loc)
+    form = forms[0]
+    if form == "ref":
+        if len(body) != 1:
+            raise CgError(f"{where}: a ref takes nothing else", loc, hint="{ref: linear}")
+        if repeat is not None:
+            raise CgError(f"{where}: repeat makes fresh copies; a ref is the same module", loc)
+        ref = body["ref"]
+        if not isinstance(ref, (str, int)):
+            raise CgError(f"{where}: ref must name a module", loc)
+        return Layer(where, loc, ref=str(ref))
+    if form == "type":
+        type_name = body["type"]
+        if not isinstance(type_name, str):
+            raise CgError(f"{where}: type must be a layer class name such as Linear", loc)
+        kwargs = {}
+        for k, v in body.items():
+            if k == "type":
+                continue
+            kloc = _loc_of(body, k, loc)
+            kwargs[k] = _value(v, env, kloc, f"{where}.{k}", ctx.limits)
+        text = f"{type_name}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
+        return Layer(where, loc, call=Call(type_name, [], kwargs, text, loc), repeat=repeat)
+    # nested spec: inline (kind: ...) or by file (spec: path)
+    if form == "spec":
+        path = body["spec"]
+        sloc = _loc_of(body, "spec", loc)
+        extra = set(body) - {"spec", "args", "name"}
+        if extra:
+            raise CgError(f"{where}: unknown key {sorted(extra)[0]!r} next to spec:", loc,
+                          hint="a nested spec file takes spec, args and name")
+        sub_args = body.get("args") or {}
+        if not isinstance(sub_args, dict):
+            raise CgError(f"{where}.args must be a mapping", loc)
+        values = {k: _value(v, env, _loc_of(sub_args, k, loc), f"{where}.args.{k}", ctx.limits)
+                  for k, v in sub_args.items()}
+        spec = _include(path, sloc, values, ctx, where)
+        if "name" in body:
+            spec.name = str(body["name"])
+        return Layer(where, loc, spec=spec, repeat=repeat)
+    sub_args = body.pop("args", None) if "args" in body and not isinstance(body.get("args"), dict) else None
+    if sub_args is not None:
+        raise CgError(f"{where}.args must be a mapping", loc)
+    inline = type(body)(body) if isinstance(body, yamlpos.PosDict) else dict(body)
+    if isinstance(body, yamlpos.PosDict):
+        inline.loc, inline.locs, inline.key_locs = body.loc, body.locs, body.key_locs
+    # An inline spec sees its parent's args unless it declares its own.
+    overrides = {}
+    if "args" not in inline:
+        inline_args = yamlpos.PosDict(env)
+        inline_args.loc, inline_args.locs, inline_args.key_locs = loc, {}, {}
+        inline["args"] = inline_args
+    spec = _spec_from_data(inline, loc.file or "<spec>", loc, overrides=overrides, parent_env=env, ctx=ctx,
+                           default_name=where.split(".")[-1].split("[")[0].capitalize() or "Block")
+    return Layer(where, loc, spec=spec, repeat=repeat)
+
+
+def _include(path, loc, args, ctx: _Ctx, where) -> Spec:
+    if not isinstance(path, str) or not path.endswith((".yaml", ".yml")):
+        raise CgError(f"{where}: spec must be a relative path to a .yaml file", loc)
+    base = os.path.dirname(ctx.stack[-1]) if ctx.stack else ctx.root_dir
+    if os.path.isabs(path):
+        raise CgError(f"{where}: included spec paths must be relative to the including spec", loc)
+    full = os.path.realpath(os.path.join(base, path))
+    root = os.path.realpath(ctx.root_dir)
+    if os.path.commonpath([full, root]) != root:
+        raise CgError(f"{where}: included spec {path!r} is outside the spec's folder", loc,
+                      hint="keep included specs in the same folder tree as the main spec")
+    if full in ctx.stack:
+        chain = " -> ".join(os.path.basename(p) for p in (*ctx.stack, full))
+        raise CgError(f"{where}: include cycle {chain}", loc, hint="a spec cannot include itself")
+    if ctx.depth > MAX_DEPTH:
+        raise CgError(f"specs are nested more than {MAX_DEPTH} deep", loc)
+    try:
+        with open(full, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise CgError(f"{where}: included spec {path!r} not found", loc) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CgError(f"{where}: cannot read included spec {path!r}: {e}", loc) from None
+    display = os.path.relpath(full) if not os.path.relpath(full).startswith("..") else full
+    data = yamlpos.load(text, display)
+    sub = _Ctx(ctx.root_dir, (*ctx.stack, full), ctx.depth + 1, ctx.layer_count, ctx.limits)
+    return _spec_from_data(data, display, Loc(display, 1, 1), overrides=args, parent_env=None, ctx=sub,
+                           default_name=_stem(display))
+
+
+def _call_from_text(text, env, loc, where, ctx: _Ctx) -> Call:
+    stripped = text.strip()
+    if stripped.isidentifier():
+        stripped += "()"  # `ReLU` means ReLU()
+    try:
+        tree = ast.parse(stripped, mode="eval")
+    except SyntaxError as e:
+        raise CgError(f"{where}: cannot read layer {text!r}: {e.msg}", loc,
+                      hint="write a call such as 'Linear(784, 256)'") from None
+    if not isinstance(tree.body, (ast.Call, ast.IfExp)):
+        raise CgError(f"{where}: a layer is a call such as 'Linear(784, 256)', found {text!r}", loc)
+
+    def call(name, args, kwargs, node):
+        return Call(name, args, kwargs, ast.get_source_segment(stripped, node) or name, loc)
+
+    value = lang.eval_constant(stripped, env, loc, what=f"{where} layer", call=call, limits=ctx.limits)
+    if not isinstance(value, Call):
+        raise CgError(f"{where}: {text!r} is not a layer call", loc, hint="write a call such as 'Linear(784, 256)'")
+    if isinstance(tree.body, ast.Call):
+        value.text = stripped
+    return value
+
+
+def _ties(raw, loc) -> list[tuple[str, str, Loc]]:
+    if raw is None:
+        return []
+    if not isinstance(raw, dict):
+        raise CgError("`tie` must map a parameter to the one it shares, e.g. {out.weight: embed.weight}", loc)
+    out = []
+    for target, source in raw.items():
+        where = _loc_of(raw, target, loc)
+        if not isinstance(source, str):
+            raise CgError(f"tie {target!r} must name a parameter such as embed.weight", where)
+        out.append((str(target), source, where))
+    return out
+
+
+def _check_names(spec: Spec):
+    seen: dict[str, str] = {}
+    groups = [("module", [n for n, _ in spec.layers if n is not None]), ("constant", list(spec.constants)),
+              ("parameter", list(spec.parameters)), ("input", spec.input_names if spec.forward else [])]
+    for what, names in groups:
+        for n in names:
+            if n in seen:
+                raise CgError(f"name {n!r} is both a {seen[n]} and a {what}", spec.loc, hint="rename one of them")
+            seen[n] = what
+    if spec.kind == "moduledict" and "modules" in seen:
+        raise CgError("a moduledict entry cannot be called 'modules': that names the container", spec.loc)
+
+
+def _forward(data, spec: Spec, env, loc, ctx) -> lang.Program:
+    text = data["forward"]
+    floc = _loc_of(data, "forward", loc)
+    if not isinstance(text, str):
+        raise CgError("forward must be a program (a YAML block: `forward: |`)", floc)
+    start = getattr(text, "loc", floc)
+    source = lang.Source(str(text), file=start.file or spec.file, line=start.line or 1,
+                         col=(start.col or 1) - 1)
+    known: dict[str, str] = {}
+    for n in spec.args:
+        known[n] = "arg"
+    for n in spec.input_names:
+        known[n] = "input"
+    for n, _ in spec.layers:
+        if n is not None:
+            known[n] = "module"
+    if spec.kind == "modulelist":
+        known["layers"] = "container"
+    if spec.kind == "moduledict":
+        known["modules"] = "container"
+    for n in spec.constants:
+        known[n] = "constant"
+    for n in spec.parameters:
+        known[n] = "parameter"
+    return lang.check_forward(source, known, limits=ctx.limits)

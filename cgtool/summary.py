@@ -1,0 +1,320 @@
+"""Per-layer summary of one forward pass: shapes, parameters, calls and FLOPs, in execution order.
+
+How it works: forward pre/post hooks on every submodule keep a stack of the calls in progress
+while torch's own :class:`torch.utils.flop_counter.FlopCounterMode` counts FLOPs. At each hook
+the counter's running total is read, so a call's *inclusive* FLOPs are total-at-exit minus
+total-at-entry, and its *own* FLOPs are the inclusive ones minus those of the calls it made.
+That puts every op where it ran: FancyMLP's ``mm`` in the root's forward body goes to the root
+row, not to a child, and a layer called three times is one row with ``calls = 3`` whose FLOPs
+are the sum of its three calls. Rows deeper than ``depth`` are folded into their ancestor at
+``depth``, so the rows' FLOPs always add up to the counter's total.
+
+Parameters are counted per distinct tensor (tied weights once), each at the first row in
+execution order whose module holds it; other rows holding it report it as ``shared_params``.
+
+The model is not changed: no ``.to()``, no ``.eval()``; hooks are removed even when the forward
+fails; buffers a forward updates in place (BatchNorm's running statistics in training mode) are
+restored afterwards. The forward runs under ``torch.no_grad()``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .errors import CgError
+
+Shape = list[int]
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    name: str  # qualified module path; "" for the model itself
+    type: str  # class name
+    depth: int  # call depth of its first call: the model is 0, what it calls 1, ...
+    parent: str | None  # name of the row whose forward first called it
+    input_shapes: list[Shape]  # tensors among the first call's arguments, in order
+    output_shapes: list[Shape]  # tensors in the first call's result (a scalar is [])
+    params: int  # distinct parameters counted at this row
+    trainable_params: int
+    shared_params: int  # parameters this row's module holds that an earlier row already counted
+    calls: int
+    flops: int  # FLOPs run in this row's own forward bodies (and rows folded into it), all calls
+    flops_total: int  # FLOPs of its calls including everything they called
+    aliases: tuple[str, ...] = ()  # other names of the same module object
+    shapes_vary: bool = False  # later calls had other shapes than the first
+    folded: int = 0  # modules below --depth whose FLOPs and parameters this row absorbs
+
+
+@dataclass(frozen=True)
+class Summary:
+    model_type: str
+    layers: list[LayerRow]
+    total_params: int  # distinct parameter tensors of the whole model
+    trainable_params: int
+    non_trainable_params: int
+    total_flops: int  # torch.utils.flop_counter's total for the forward
+    flops_by_op: dict[str, int]
+    output_shapes: list[Shape]
+    depth: int | None
+    device: str
+    outside_flops: int = 0  # FLOPs the call ran outside the model's forward (0 for a plain module call)
+    not_called: tuple[str, ...] = ()  # submodules holding parameters that the forward never called
+    unattributed_params: int = 0  # parameters of modules with no row above them (model never called)
+
+
+@dataclass
+class _Record:
+    module: nn.Module
+    order: int
+    depth: int
+    parent: int | None
+    input_shapes: list[Shape]
+    output_shapes: list[Shape] = field(default_factory=list)
+    calls: int = 0
+    shapes_vary: bool = False
+    first_target: int | None = None  # the row its first call is folded into
+
+
+@dataclass
+class _Frame:
+    module_id: int
+    entry: int
+    ancestors: tuple[int, ...]
+    first: bool
+    children: int = 0
+
+
+@dataclass(frozen=True)
+class _Call:
+    module_id: int
+    ancestors: tuple[int, ...]
+    own: int
+    inclusive: int
+
+
+def shapes_of(obj) -> list[Shape]:
+    """Shapes of the tensors in *obj* (nested tuples, lists, dicts), in order."""
+    found: list[Shape] = []
+
+    def walk(o):
+        if isinstance(o, torch.Tensor):
+            found.append(list(o.shape))
+        elif isinstance(o, Mapping):
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, list | tuple):
+            for v in o:
+                walk(v)
+
+    walk(obj)
+    return found
+
+
+class _BufferGuard:
+    """Restore every buffer (object and values) after a forward that may update them in place."""
+
+    def __init__(self, module: nn.Module):
+        self.saved = []
+        for m in module.modules():
+            for key, b in m._buffers.items():
+                copy = b.detach().clone() if b is not None and not b.is_meta else None
+                self.saved.append((m, key, b, copy))
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for m, key, original, copy in self.saved:
+                if m._buffers.get(key) is not original:
+                    m._buffers[key] = original
+                if copy is not None:
+                    original.copy_(copy)
+
+
+def _default_call(module: nn.Module, inputs):
+    if isinstance(inputs, Mapping):
+        return module(**inputs)
+    if isinstance(inputs, list | tuple):
+        return module(*inputs)
+    return module(inputs)
+
+
+def summarize(
+    module: nn.Module,
+    inputs=(),
+    *,
+    depth: int | None = None,
+    call: Callable | None = None,
+) -> Summary:
+    """Run *module* once on *inputs* and tabulate what each submodule did.
+
+    *inputs*: a tensor, a tuple of positional arguments or a dict of keyword arguments.
+    *call*: run this with *inputs* instead of calling the module (the CLI passes the compiled
+    spec's forward, which maps runtime errors to the spec's lines).
+    *depth*: show rows down to this call depth (0: the model alone); deeper ones are folded.
+    """
+    if depth is not None and depth < 0:
+        raise CgError(f"depth must be 0 or more, not {depth}", "--depth")
+
+    names: dict[int, list[str]] = {}
+    for name, m in module.named_modules(remove_duplicate=False):
+        names.setdefault(id(m), []).append(name)
+
+    records: dict[int, _Record] = {}
+    calls: list[_Call] = []
+    stack: list[_Frame] = []
+    counter = FlopCounterMode(display=False)
+
+    def pre_hook(mod, args, kwargs):
+        key = id(mod)
+        in_shapes = shapes_of((args, kwargs))
+        rec = records.get(key)
+        if rec is None:
+            rec = records[key] = _Record(
+                module=mod, order=len(records), depth=len(stack),
+                parent=stack[-1].module_id if stack else None, input_shapes=in_shapes,
+            )
+        elif in_shapes != rec.input_shapes:
+            rec.shapes_vary = True
+        rec.calls += 1
+        stack.append(_Frame(key, counter.get_total_flops(), tuple(f.module_id for f in stack), rec.calls == 1))
+
+    def post_hook(mod, args, kwargs, output):
+        frame = stack.pop()
+        inclusive = counter.get_total_flops() - frame.entry
+        if stack:
+            stack[-1].children += inclusive
+        calls.append(_Call(frame.module_id, frame.ancestors, inclusive - frame.children, inclusive))
+        rec = records[frame.module_id]
+        out_shapes = shapes_of(output)
+        if frame.first:
+            rec.output_shapes = out_shapes
+        elif out_shapes != rec.output_shapes:
+            rec.shapes_vary = True
+
+    handles = []
+    guard = _BufferGuard(module)
+    # Under no_grad in eval mode, nn.MultiheadAttention / TransformerEncoderLayer take a fused
+    # "fast path" whose attention matmuls the flop counter cannot see (measured: a 2-layer
+    # encoder loses its bmm FLOPs). The math path computes the same thing and is counted.
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    try:
+        for m in {id(m): m for m in module.modules()}.values():
+            handles.append(m.register_forward_pre_hook(pre_hook, with_kwargs=True))
+            handles.append(m.register_forward_hook(post_hook, with_kwargs=True))
+        torch.backends.mha.set_fastpath_enabled(False)
+        with torch.no_grad(), counter:
+            result = (call or (lambda x: _default_call(module, x)))(inputs)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+        for h in handles:
+            h.remove()
+        guard.restore()
+
+    return _tabulate(module, names, records, calls, counter, result, depth)
+
+
+def _tabulate(module, names, records, calls, counter, result, depth) -> Summary:
+    limit = depth if depth is not None else 1 << 30
+    shown = {c.module_id for c in calls if len(c.ancestors) <= limit}
+
+    flops: dict[int, int] = dict.fromkeys(shown, 0)
+    flops_total: dict[int, int] = dict.fromkeys(shown, 0)
+    for c in calls:
+        target = c.module_id if c.module_id in shown else c.ancestors[limit]
+        flops[target] += c.own
+        if c.module_id in shown:
+            flops_total[c.module_id] += c.inclusive
+        rec = records[c.module_id]
+        if rec.first_target is None:
+            rec.first_target = target
+    folded: dict[int, int] = dict.fromkeys(shown, 0)
+    for key, rec in records.items():
+        if key not in shown:
+            folded[rec.first_target] += 1
+
+    # Parameters: which row counts each distinct tensor.
+    by_name = dict(module.named_modules(remove_duplicate=False))
+    order = {key: records[key].order for key in shown}
+
+    def row_of(name: str) -> int | None:
+        """The row a module's parameters go to: its own, the one it was folded into, or (never
+        called, e.g. a ParameterList read in its parent's forward) its nearest called ancestor."""
+        while True:
+            rec = records.get(id(by_name[name]))
+            if rec is not None:
+                return rec.first_target
+            if name == "":
+                return None
+            name = name.rpartition(".")[0]
+
+    groups: dict[int, tuple[torch.Tensor, list[str]]] = {}
+    for qual, p in module.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(p), (p, []))[1].append(qual)
+
+    params = dict.fromkeys(shown, 0)
+    trainable = dict.fromkeys(shown, 0)
+    shared = dict.fromkeys(shown, 0)
+    total = trainable_total = unattributed = 0
+    for p, quals in groups.values():
+        n = p.numel()
+        total += n
+        trainable_total += n if p.requires_grad else 0
+        rows = {row_of(q.rpartition(".")[0]) for q in quals}
+        rows.discard(None)
+        if not rows:
+            unattributed += n
+            continue
+        first, *others = sorted(rows, key=order.__getitem__)
+        params[first] += n
+        trainable[first] += n if p.requires_grad else 0
+        for r in others:
+            shared[r] += n
+
+    not_called = []
+    for name, m in module.named_modules():
+        if id(m) not in records and m._parameters and not isinstance(m, nn.ParameterList | nn.ParameterDict):
+            not_called.append(name)
+
+    layers = []
+    for key in sorted(shown, key=order.__getitem__):
+        rec = records[key]
+        all_names = names.get(key, ["?"])
+        layers.append(LayerRow(
+            name=all_names[0],
+            type=type(rec.module).__name__,
+            depth=rec.depth,
+            parent=names[rec.parent][0] if rec.parent is not None else None,
+            input_shapes=rec.input_shapes,
+            output_shapes=rec.output_shapes,
+            params=params[key],
+            trainable_params=trainable[key],
+            shared_params=shared[key],
+            calls=rec.calls,
+            flops=flops[key],
+            flops_total=flops_total[key],
+            aliases=tuple(all_names[1:]),
+            shapes_vary=rec.shapes_vary,
+            folded=folded[key],
+        ))
+
+    total_flops = counter.get_total_flops()
+    by_op = {str(op): n for op, n in counter.get_flop_counts().get("Global", {}).items()}
+    devices = {str(t.device) for t in [*module.parameters(), *module.buffers()]}
+    return Summary(
+        model_type=type(module).__name__,
+        layers=layers,
+        total_params=total,
+        trainable_params=trainable_total,
+        non_trainable_params=total - trainable_total,
+        total_flops=total_flops,
+        flops_by_op=by_op,
+        output_shapes=shapes_of(result),
+        depth=depth,
+        device=",".join(sorted(devices)) or "cpu",
+        outside_flops=total_flops - sum(c.own for c in calls),
+        not_called=tuple(not_called),
+        unattributed_params=unattributed,
+    )

@@ -1,0 +1,395 @@
+"""Tensor values in and out: input files, output files, weights files, and what a run produced.
+
+Every file is read without executing code: ``.pt`` with ``torch.load(weights_only=True)``,
+``.npy`` with ``numpy.load(allow_pickle=False)``. Every file is written atomically: a
+temporary file in the target's directory, then ``os.replace``, so a reader never sees half a
+file and an interrupted run leaves the old file in place.
+"""
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from .errors import CgError
+
+TORCH_SUFFIXES = (".pt", ".pth")
+NUMPY_SUFFIXES = (".npy",)
+TENSOR_SUFFIXES = TORCH_SUFFIXES + NUMPY_SUFFIXES
+
+#: outputs with at most this many elements carry their values (JSON, previews of the whole).
+SMALL_NUMEL = 1000
+
+
+def _suffix(path: str) -> str:
+    return os.path.splitext(path)[1].lower()
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``float32`` rather than ``torch.float32``."""
+    return str(dtype).removeprefix("torch.")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _open_check(path: str, what: str) -> None:
+    """Fail early, with a clear message, on a path that cannot be a readable file."""
+    if not os.path.exists(path):
+        raise CgError(f"{what}: no such file", path, hint="check the path (relative paths start at the current directory)")
+    if os.path.isdir(path):
+        raise CgError(f"{what}: is a directory, not a tensor file", path)
+    if not os.access(path, os.R_OK):
+        raise CgError(f"{what}: file is not readable (permission denied)", path)
+
+
+def _torch_load(path: str, what: str):
+    """``torch.load`` that runs no code, with its failures turned into CgError."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # weights_only refuses any global that is not a tensor, a container or a plain number.
+        first = str(e).strip().splitlines()
+        detail = next((ln.strip() for ln in first if "GLOBAL" in ln or "Unsupported" in ln), "")
+        raise CgError(
+            f"{what}: the .pt file holds Python objects that cgtool will not unpickle"
+            + (f" ({detail})" if detail else ""),
+            path,
+            hint="save plain tensors: torch.save(tensor, path) or torch.save({'name': tensor}, path)",
+        ) from None
+    except (RuntimeError, EOFError, ValueError, OSError, AttributeError, ImportError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CgError(
+            f"{what}: not a readable .pt file ({msg})",
+            path,
+            hint="a .pt file is written by torch.save; check that the file is complete",
+        ) from None
+
+
+def _numpy_load(path: str, what: str):
+    import numpy as np
+
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        text = str(e)
+        if "Object arrays" in text or "pickled" in text:
+            kind = "an array of Python objects" if "Object arrays" in text else "pickled data, not a .npy array"
+            raise CgError(
+                f"{what}: the .npy file holds {kind}; cgtool does not load pickles",
+                path,
+                hint="save a numeric array: numpy.save(path, numpy.asarray(a, dtype='float32'))",
+            ) from None
+        raise CgError(f"{what}: not a readable .npy file ({text})", path,
+                      hint="a .npy file is written by numpy.save") from None
+    except (OSError, EOFError) as e:
+        raise CgError(f"{what}: not a readable .npy file ({e})", path,
+                      hint="a .npy file is written by numpy.save; check that it is complete") from None
+    if not isinstance(arr, np.ndarray):  # an .npz archive under a .npy name
+        raise CgError(f"{what}: the file is a .npz archive, not a single .npy array", path,
+                      hint="save one array with numpy.save(path, array)")
+    return arr
+
+
+def _from_numpy(arr, path: str, what: str) -> torch.Tensor:
+    import numpy as np
+
+    if arr.dtype.kind not in "biufc":
+        raise CgError(f"{what}: the .npy array has dtype {arr.dtype}, not a numeric type", path,
+                      hint="save numbers (float32, int64, bool, ...)")
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    arr = np.ascontiguousarray(arr)
+    try:
+        return torch.from_numpy(arr)
+    except TypeError as e:  # a numeric dtype that torch has no tensor type for
+        raise CgError(f"{what}: the .npy array's dtype {arr.dtype} has no torch equivalent ({e})", path) from None
+
+
+def load_tensor(path: str, name: str) -> torch.Tensor:
+    """The tensor in *path* for the input called *name*.
+
+    ``.pt``/``.pth``: a tensor saved with ``torch.save``, or a dict of tensors with a key equal
+    to *name* (what ``cgtool run -o`` writes for several outputs). ``.npy``: one numeric array.
+    Every failure is a :class:`CgError` that names the input and the file.
+    """
+    what = f"input {name!r}"
+    suffix = _suffix(path)
+    if suffix not in TENSOR_SUFFIXES:
+        raise CgError(
+            f"{what}: unknown tensor file type {suffix or '(no extension)'!r}",
+            path,
+            hint="use a .pt file (torch.save) or a .npy file (numpy.save), or give a shape: "
+            f"{name}=2,784",
+        )
+    _open_check(path, what)
+    if suffix in NUMPY_SUFFIXES:
+        return _from_numpy(_numpy_load(path, what), path, what)
+
+    obj = _torch_load(path, what)
+    if isinstance(obj, Mapping) and name in obj and isinstance(obj[name], torch.Tensor):
+        obj = obj[name]
+    if isinstance(obj, torch.Tensor):
+        return obj.detach() if obj.requires_grad or isinstance(obj, torch.nn.Parameter) else obj
+    if isinstance(obj, Mapping):
+        keys = ", ".join(repr(str(k)) for k in list(obj)[:8]) or "none"
+        raise CgError(
+            f"{what}: the .pt file holds a dict (keys: {keys}), not a tensor",
+            path,
+            hint=f"save a tensor with torch.save(t, path), or a dict with a key {name!r}",
+        )
+    raise CgError(f"{what}: the .pt file holds a {type(obj).__name__}, not a tensor", path,
+                  hint="save a tensor with torch.save(t, path)")
+
+
+def load_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """A state_dict from *path* (as ``cgtool build --save`` writes it), loaded without running code."""
+    what = "weights"
+    _open_check(path, what)
+    obj = _torch_load(path, what)
+    if isinstance(obj, torch.Tensor):
+        raise CgError("weights: the file holds a single tensor, not a state_dict", path,
+                      hint="weights are a dict of name -> tensor, as written by `cgtool build SPEC --save FILE`")
+    if not isinstance(obj, Mapping):
+        raise CgError(f"weights: the file holds a {type(obj).__name__}, not a state_dict", path,
+                      hint="weights are a dict of name -> tensor, as written by `cgtool build SPEC --save FILE`")
+    bad = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CgError(f"weights: entries that are not tensors: {', '.join(bad[:5])}", path,
+                      hint="weights are a dict of name -> tensor, as written by `cgtool build SPEC --save FILE`")
+    return {str(k): v for k, v in obj.items()}
+
+
+def apply_weights(module: torch.nn.Module, state: Mapping[str, torch.Tensor], place: str | None = None) -> None:
+    """Load *state* into *module* exactly: every key present, no extra key, every shape equal.
+
+    Checked before anything is copied, so a mismatch leaves the module untouched. Values are
+    copied into the module's own tensors (its device and dtype are kept).
+    """
+    expected = module.state_dict(keep_vars=True)
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [
+        f"{k}: file {list(state[k].shape)}, model {list(expected[k].shape)}"
+        for k in expected
+        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    hint = "the weights were saved from a different spec or different --arg values; " \
+        "save them again with `cgtool build SPEC --save FILE` using the same spec and args"
+    if wrong:
+        more = f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else ""
+        raise CgError(f"weights do not fit the model: shape mismatch: {'; '.join(wrong[:3])}{more}", place, hint=hint)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:5])}" + (f" (+{len(missing) - 5})" if len(missing) > 5 else ""))
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:5])}" + (f" (+{len(unexpected) - 5})" if len(unexpected) > 5 else ""))
+        raise CgError(f"weights do not fit the model: {'; '.join(parts)}", place, hint=hint)
+    for k, v in state.items():
+        target = expected[k]
+        if target.dtype.is_floating_point != v.dtype.is_floating_point and v.dtype != torch.bool:
+            raise CgError(f"weights do not fit the model: {k} is {dtype_name(v.dtype)} in the file "
+                          f"but {dtype_name(target.dtype)} in the model", place, hint=hint)
+    try:
+        module.load_state_dict(dict(state), strict=True)
+    except RuntimeError as e:  # pragma: no cover - the checks above catch what torch would
+        raise CgError(f"weights do not fit the model: {str(e).splitlines()[0]}", place, hint=hint) from None
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def flatten_outputs(obj, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The tensors in a forward's result, by name: ``output`` for a single tensor, the keys of a
+    dict, ``0``, ``1``, ... for a tuple or list (nested names joined with ``.``). Python numbers
+    become 0-d tensors; ``None`` is skipped."""
+    if isinstance(obj, torch.Tensor):
+        return {prefix or "output": obj}
+    if isinstance(obj, bool | int | float):
+        return {prefix or "output": torch.tensor(obj)}
+    if obj is None:
+        return {}
+    items = obj.items() if isinstance(obj, Mapping) else enumerate(obj) if isinstance(obj, list | tuple) else None
+    if items is None:
+        raise CgError(f"the forward returned a {type(obj).__name__}{' at ' + prefix if prefix else ''}, not a tensor",
+                      hint="return a tensor, or a tuple/dict of tensors")
+    flat: dict[str, torch.Tensor] = {}
+    for k, v in items:
+        flat.update(flatten_outputs(v, f"{prefix}.{k}" if prefix else str(k)))
+    return flat
+
+
+def save_output(obj, path: str) -> str:
+    """Write a tensor, or a dict of tensors, to *path* (``.pt`` or ``.npy``) atomically.
+
+    Tensors are detached and moved to the CPU first, so the file loads anywhere. ``.npy`` holds
+    one array: several outputs need ``.pt``. Returns the path written.
+    """
+    suffix = _suffix(path)
+    if suffix not in TENSOR_SUFFIXES:
+        raise CgError(f"unknown output file type {suffix or '(no extension)'!r}", path,
+                      hint="write a .pt file (torch) or a .npy file (numpy)")
+    if isinstance(obj, Mapping):
+        tensors = {str(k): v for k, v in obj.items()}
+        if len(tensors) == 1 and suffix in NUMPY_SUFFIXES:
+            obj = next(iter(tensors.values()))
+    else:
+        tensors = {"output": obj}
+    for k, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise CgError(f"output {k!r} is a {type(t).__name__}, not a tensor", path)
+        if t.is_meta:
+            raise CgError(f"output {k!r} is on the meta device: it has a shape but no values to save", path,
+                          hint="run on --device cpu to save values")
+    if suffix in NUMPY_SUFFIXES and isinstance(obj, Mapping):
+        raise CgError(f"a .npy file holds one array, but the forward returned {len(tensors)} outputs "
+                      f"({', '.join(tensors)})", path, hint="save several outputs to a .pt file")
+
+    def plain(t: torch.Tensor) -> torch.Tensor:
+        return t.detach().cpu()
+
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise CgError("cannot write the output: its directory does not exist", path, hint="create the directory first")
+    if os.path.isdir(path):
+        raise CgError("cannot write the output: the path is a directory", path)
+
+    if suffix in NUMPY_SUFFIXES:
+        t = plain(obj)
+        if t.dtype == torch.bfloat16:
+            raise CgError("numpy has no bfloat16: cannot save a bfloat16 output as .npy", path,
+                          hint="save it as .pt, or run with --dtype float32")
+        payload = t.resolve_conj().resolve_neg().numpy()
+    else:
+        payload = {k: plain(v) for k, v in obj.items()} if isinstance(obj, Mapping) else plain(obj)
+
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if suffix in NUMPY_SUFFIXES:
+                import numpy as np
+
+                np.save(f, payload, allow_pickle=False)
+            else:
+                torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a saved output is an ordinary file
+        os.replace(tmp, path)
+    except OSError as e:
+        _unlink_quietly(tmp)
+        raise CgError(f"cannot write the output: {e.strerror or e}", path) from None
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    return path
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+# --------------------------------------------------------------------------- what a run produced
+
+
+@dataclass(frozen=True)
+class TensorStats:
+    """Summary statistics over the finite values; NaN/Inf are counted apart."""
+
+    min: float | int | bool
+    max: float | int | bool
+    mean: float
+    std: float | None  # None for a single element
+    nan: int
+    inf: int
+
+
+@dataclass(frozen=True)
+class OutputInfo:
+    """One output tensor of a run: its shape, dtype, device and (when it has values) numbers."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    device: str
+    numel: int
+    values: object | None  # nested lists (``tensor.tolist()``) when numel <= SMALL_NUMEL and not meta
+    preview: list | None  # the first few values, flattened, when it has values
+    stats: TensorStats | None  # None on meta and for empty tensors
+    tensor: torch.Tensor  # the tensor itself, for saving and previews; not rendered
+
+
+@dataclass(frozen=True)
+class RunResult:
+    outputs: list[OutputInfo]
+    device: str
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {o.name: o.tensor for o in self.outputs}
+
+    def saved_object(self):
+        """What ``--output`` writes: the tensor itself, or a dict for several outputs."""
+        if len(self.outputs) == 1 and self.outputs[0].name == "output":
+            return self.outputs[0].tensor
+        return self.tensors()
+
+
+def tensor_stats(t: torch.Tensor) -> TensorStats | None:
+    if t.is_meta or t.numel() == 0:
+        return None
+    t = t.detach()
+    if t.is_complex():
+        t = t.abs()
+    if t.dtype == torch.bool:
+        n_true = int(t.sum())
+        return TensorStats(min=bool(t.all()), max=bool(t.any()), mean=n_true / t.numel(), std=None, nan=0, inf=0)
+    if t.dtype.is_floating_point:
+        f = t.double()
+        finite = torch.isfinite(f)
+        nan = int(torch.isnan(f).sum())
+        inf = int(torch.isinf(f).sum())
+        vals = f[finite]
+        if vals.numel() == 0:
+            return TensorStats(min=math.nan, max=math.nan, mean=math.nan, std=None, nan=nan, inf=inf)
+        std = float(vals.std()) if vals.numel() > 1 else None
+        return TensorStats(min=float(vals.min()), max=float(vals.max()), mean=float(vals.mean()), std=std, nan=nan, inf=inf)
+    f = t.double()
+    return TensorStats(min=int(t.min()), max=int(t.max()), mean=float(f.mean()),
+                       std=float(f.std()) if t.numel() > 1 else None, nan=0, inf=0)
+
+
+def describe_output(name: str, t: torch.Tensor, preview: int = 8) -> OutputInfo:
+    has_values = not t.is_meta
+    flat = t.detach().reshape(-1)
+    return OutputInfo(
+        name=name,
+        shape=tuple(t.shape),
+        dtype=dtype_name(t.dtype),
+        device=str(t.device),
+        numel=t.numel(),
+        values=t.detach().cpu().tolist() if has_values and t.numel() <= SMALL_NUMEL else None,
+        preview=flat[:preview].cpu().tolist() if has_values else None,
+        stats=tensor_stats(t),
+        tensor=t.detach(),
+    )
+
+
+def describe_outputs(result) -> RunResult:
+    """Describe whatever a forward returned (a tensor, or a tuple/list/dict of them)."""
+    flat = flatten_outputs(result)
+    if not flat:
+        raise CgError("the forward returned no tensor", hint="end the forward with `return` of a tensor")
+    outputs = [describe_output(k, v) for k, v in flat.items()]
+    devices = {o.device for o in outputs}
+    return RunResult(outputs=outputs, device=devices.pop() if len(devices) == 1 else ",".join(sorted(devices)))

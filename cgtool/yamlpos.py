@@ -1,0 +1,135 @@
+"""YAML loading that keeps positions and refuses anything but plain data.
+
+Mappings load as :class:`PosDict` and sequences as :class:`PosList`; both remember
+the file position of each value, so errors can say ``file:line:col``. The loader
+is a :class:`yaml.SafeLoader`: tags that construct Python objects are refused.
+Aliases are capped so a "billion laughs" document cannot exhaust the machine.
+"""
+from __future__ import annotations
+
+import yaml
+
+from .errors import CgError, Loc
+
+MAX_BYTES = 2_000_000
+MAX_ALIASES = 200
+
+
+class PosDict(dict):
+    """A dict that knows where each of its values was written."""
+
+    loc: Loc
+    locs: dict
+    key_locs: dict
+
+
+class PosList(list):
+    loc: Loc
+    locs: list
+
+
+class BlockText(str):
+    """A scalar string with where its text starts (line, col) in the file."""
+
+    loc: Loc
+
+
+def _mark(file, mark) -> Loc:
+    return Loc(file, mark.line + 1, mark.column + 1)
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode):
+    loader.flatten_mapping(node)
+    d = PosDict()
+    d.loc = _mark(loader.cg_file, node.start_mark)
+    d.locs = {}
+    d.key_locs = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, (str, int, float, bool)) or key is None:
+            raise CgError("mapping keys must be plain names", _mark(loader.cg_file, key_node.start_mark))
+        if key in d:
+            raise CgError(f"duplicate key {key!r}", _mark(loader.cg_file, key_node.start_mark),
+                          hint="each key may appear once in a mapping")
+        d[key] = loader.construct_object(value_node, deep=True)
+        d.locs[key] = _value_loc(loader, value_node)
+        d.key_locs[key] = _mark(loader.cg_file, key_node.start_mark)
+    return d
+
+
+def _construct_sequence(loader: _Loader, node: yaml.SequenceNode):
+    seq = PosList(loader.construct_object(child, deep=True) for child in node.value)
+    seq.loc = _mark(loader.cg_file, node.start_mark)
+    seq.locs = [_value_loc(loader, child) for child in node.value]
+    seq.flow = node.flow_style
+    return seq
+
+
+def _construct_str(loader: _Loader, node: yaml.ScalarNode):
+    text = BlockText(loader.construct_scalar(node))
+    text.loc = _value_loc(loader, node)
+    return text
+
+
+def _value_loc(loader, node) -> Loc:
+    """Where a value's text starts: for block scalars (`|`, `>`), the first content line."""
+    loc = _mark(loader.cg_file, node.start_mark)
+    if isinstance(node, yaml.ScalarNode):
+        if node.style in ("|", ">"):
+            lines = loader.cg_lines
+            line = node.start_mark.line + 1  # 0-based index of the line after the indicator
+            while line < len(lines) and not lines[line].strip():
+                line += 1
+            if line < len(lines):
+                indent = len(lines[line]) - len(lines[line].lstrip(" "))
+                return Loc(loader.cg_file, line + 1, indent + 1)
+        elif node.style in ("'", '"'):
+            return Loc(loc.file, loc.line, loc.col + 1)
+    return loc
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+_Loader.add_constructor("tag:yaml.org,2002:str", _construct_str)
+
+
+def load(text: str, file: str) -> object:
+    """Load one YAML document with positions; every failure is a CgError with a place."""
+    if len(text) > MAX_BYTES:
+        raise CgError(f"spec is {len(text):,} bytes, over the cap of {MAX_BYTES:,}", Loc(file))
+    loader = _Loader(text)
+    loader.cg_file = file
+    loader.cg_lines = text.splitlines()
+    aliases = 0
+    try:
+        # Count aliases before constructing anything.
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                aliases += 1
+                if aliases > MAX_ALIASES:
+                    raise CgError(f"more than {MAX_ALIASES} YAML aliases", Loc(file),
+                                  hint="write the repeated parts out, or use `repeat:`")
+        data = loader.get_single_data()
+    except yaml.constructor.ConstructorError as e:
+        mark = e.problem_mark
+        tag = (e.problem or "").split("tag")[-1].strip(" '") if e.problem else ""
+        where = _mark(file, mark) if mark else Loc(file)
+        raise CgError(f"YAML tag {tag} is not allowed: specs are plain data", where,
+                      hint="remove the !!python/... tag; specs never construct Python objects") from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = _mark(file, mark) if mark else Loc(file)
+        problem = e.problem or e.context or "invalid YAML"
+        raise CgError(f"invalid YAML: {problem}", where,
+                      hint="check indentation, colons and quotes on that line") from None
+    except yaml.YAMLError as e:
+        raise CgError(f"invalid YAML: {e}", Loc(file)) from None
+    except RecursionError:
+        raise CgError("YAML is nested too deeply", Loc(file)) from None
+    finally:
+        loader.dispose()
+    return data
