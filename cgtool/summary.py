@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 from .errors import CgError
 
@@ -64,6 +64,28 @@ class Summary:
     outside_flops: int = 0  # FLOPs the call ran outside the model's forward (0 for a plain module call)
     not_called: tuple[str, ...] = ()  # submodules holding parameters that the forward never called
     unattributed_params: int = 0  # parameters of modules with no row above them (model never called)
+
+
+def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """Q @ K^T and attention @ V: 2 * batch * L * S * (E + Ev), batch being every leading dim of Q
+    (query heads, so grouped-query attention counts right)."""
+    *lead, s_q, d_q = query_shape
+    s_k, d_v = key_shape[-2], value_shape[-1]
+    batch = 1
+    for d in lead:
+        batch *= d
+    return 2 * batch * s_q * s_k * (d_q + d_v)
+
+
+#: Ops that torch's flop counter (2.13) does not know, with their formulas. Scaled dot-product
+#: attention on the CPU dispatches to ``_scaled_dot_product_flash_attention_for_cpu``, which is
+#: missing from ``flop_registry`` (its CUDA twins are there): without this an attention layer on
+#: the CPU would count 0 FLOPs for the attention itself.
+EXTRA_FLOP_FORMULAS = {
+    op: _sdpa_flops
+    for op in [getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)]
+    if op is not None and op not in flop_registry
+}
 
 
 @dataclass
@@ -165,7 +187,7 @@ def summarize(
     records: dict[int, _Record] = {}
     calls: list[_Call] = []
     stack: list[_Frame] = []
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=EXTRA_FLOP_FORMULAS)
 
     def pre_hook(mod, args, kwargs):
         key = id(mod)
