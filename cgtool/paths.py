@@ -161,8 +161,7 @@ def sum_over_paths(graph: ValueGraph, root: int, target: int, *, absolute: bool 
     counts = counts if counts is not None else path_counts(graph, root, target)
     if not counts[root]:
         value = graph.nodes[target].value
-        return 0.0 if value is None or value.numel() == 1 and is_scalar(graph, root, target, counts) \
-            else torch.zeros_like(value)
+        return 0.0 if value is None or value.numel() == 1 else torch.zeros_like(value)
     scalar = is_scalar(graph, root, target, counts)
     if absolute and not scalar:
         raise ValueError("absolute sums are defined for scalar graphs only")
