@@ -541,8 +541,8 @@ def _layer(entry, where, loc, env, ctx: _Ctx) -> Layer:
                 continue
             kloc = _loc_of(body, k, loc)
             kwargs[k] = _value(v, env, kloc, f"{where}.{k}", ctx.limits)
-        text = f"{type_name}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
-        return Layer(where, loc, call=Call(type_name, [], kwargs, text, loc), repeat=repeat)
+        return Layer(where, loc, call=Call(type_name, [], kwargs, call_text(type_name, [], kwargs), loc),
+                     repeat=repeat)
     # nested spec: inline (kind: ...) or by file (spec: path)
     if form == "spec":
         path = body["spec"]
@@ -620,14 +620,27 @@ def _call_from_text(text, env, loc, where, ctx: _Ctx) -> Call:
         raise CgError(f"{where}: a layer is a call such as 'Linear(784, 256)', found {text!r}", loc)
 
     def call(name, args, kwargs, node):
-        return Call(name, args, kwargs, ast.get_source_segment(stripped, node) or name, loc)
+        return Call(name, args, kwargs, call_text(name, args, kwargs), loc)
 
     value = lang.eval_constant(stripped, env, loc, what=f"{where} layer", call=call, limits=ctx.limits)
     if not isinstance(value, Call):
         raise CgError(f"{where}: {text!r} is not a layer call", loc, hint="write a call such as 'Linear(784, 256)'")
-    if isinstance(tree.body, ast.Call):
-        value.text = stripped
     return value
+
+
+def call_text(name: str, args: list, kwargs: dict) -> str:
+    """A constructor call with its values: Linear(768, 2304, bias=False)."""
+    def show(v):
+        if isinstance(v, Call):
+            return v.text
+        if isinstance(v, list):
+            return "[" + ", ".join(show(x) for x in v) + "]"
+        if isinstance(v, tuple):
+            return "(" + ", ".join(show(x) for x in v) + ("," if len(v) == 1 else "") + ")"
+        return repr(v)
+
+    parts = [show(a) for a in args] + [f"{k}={show(v)}" for k, v in kwargs.items()]
+    return f"{name}({', '.join(parts)})"
 
 
 def _ties(raw, loc) -> list[tuple[str, str, Loc]]:

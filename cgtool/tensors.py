@@ -54,11 +54,13 @@ def _torch_load(path: str, what: str):
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # weights_only refuses any global that is not a tensor, a container or a plain number.
-        first = str(e).strip().splitlines()
-        detail = next((ln.strip() for ln in first if "GLOBAL" in ln or "Unsupported" in ln), "")
+        lines = [ln.strip() for ln in str(e).strip().splitlines()]
+        detail = next((ln for ln in lines if "GLOBAL" in ln), None)
+        if detail is None:  # not a pickle of objects at all: a damaged or foreign file
+            raise CgError(f"{what}: not a readable .pt file ({lines[-1] if lines else 'unpickling failed'})", path,
+                          hint="a .pt file is written by torch.save; check that the file is complete") from None
         raise CgError(
-            f"{what}: the .pt file holds Python objects that cgtool will not unpickle"
-            + (f" ({detail})" if detail else ""),
+            f"{what}: the .pt file holds Python objects that cgtool will not unpickle ({detail})",
             path,
             hint="save plain tensors: torch.save(tensor, path) or torch.save({'name': tensor}, path)",
         ) from None

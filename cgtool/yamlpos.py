@@ -116,7 +116,9 @@ def load(text: str, file: str) -> object:
         data = loader.get_single_data()
     except yaml.constructor.ConstructorError as e:
         mark = e.problem_mark
-        tag = (e.problem or "").split("tag")[-1].strip(" '") if e.problem else ""
+        problem = e.problem or ""
+        tag = problem.split("'")[1] if problem.count("'") >= 2 else problem
+        tag = tag.replace("tag:yaml.org,2002:", "!!")
         where = _mark(file, mark) if mark else Loc(file)
         raise CgError(f"YAML tag {tag} is not allowed: specs are plain data", where,
                       hint="remove the !!python/... tag; specs never construct Python objects") from None

@@ -13,19 +13,33 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-# Command modules register themselves on import.
-from . import build_cmd  # noqa: E402,F401
 
-try:  # commands under construction in parallel register when present
-    from . import grad_cmd  # noqa: F401
-except ModuleNotFoundError as _e:  # pragma: no cover
-    if _e.name != f"{__name__}.grad_cmd":
-        raise
-try:
-    from . import inspect_cmd  # noqa: F401
-except ModuleNotFoundError as _e:  # pragma: no cover
-    if _e.name != f"{__name__}.inspect_cmd":
-        raise
+
+def _version(value: bool):
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"cgtool {version('cgtool')}")
+        except PackageNotFoundError:
+            typer.echo("cgtool (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+):
+    """Inspect PyTorch computational graphs and models."""
+
+
+# Command modules register themselves on import.
+import importlib  # noqa: E402
+import importlib.util  # noqa: E402
+
+for _name in ("build_cmd", "inspect_cmd", "grad_cmd"):
+    if importlib.util.find_spec(f"{__name__}.{_name}") is not None:
+        importlib.import_module(f"{__name__}.{_name}")
 
 
 def main() -> None:

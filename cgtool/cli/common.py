@@ -84,3 +84,33 @@ def read_text(path: str) -> tuple[str, str]:
         raise CgError("not a UTF-8 text file", path) from None
     except OSError as e:
         raise CgError(f"cannot read: {e.strerror}", path) from None
+
+
+def parse_args(items: list[str] | None) -> dict:
+    """--arg NAME=VALUE pairs; values are read by the spec (numbers, expressions over args, words)."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise CgError(f"--arg {item!r} needs NAME=VALUE", "--arg", hint="for example --arg d_model=1024")
+        name, value = item.split("=", 1)
+        name = name.strip()
+        if not name.isidentifier():
+            raise CgError(f"--arg name {name!r} is not a name", "--arg")
+        out[name] = value.strip()
+    return out
+
+
+def build_from_cli(spec: str, *, args=None, inputs=None, device="cpu", dtype=None, seed: int = 0,
+                   check: bool = True, max_memory: str | None = None, max_iterations: int | None = None):
+    """Build a spec from command-line options: (Built, input tensors on the model's device)."""
+    from ..compile import build_model, parse_bytes
+    from ..inputs import example_inputs
+    from ..lang import Limits
+
+    text, name = read_text(spec)
+    limits = Limits(max_loop_iterations=max_iterations) if max_iterations else None
+    built = build_model(text, file=name, args=parse_args(args), device=getattr(device, "value", device),
+                        dtype=getattr(dtype, "value", dtype), seed=seed, inputs=inputs or [], check=check,
+                        max_bytes=parse_bytes(max_memory) if max_memory else None, limits=limits)
+    tensors = example_inputs(built) if (built.inputs or built.given) else {}
+    return built, tensors
