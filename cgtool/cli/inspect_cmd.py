@@ -44,6 +44,15 @@ WeightsOpt = Annotated[
     typer.Option("--weights", help="Load a state_dict saved by `cgtool build SPEC --save FILE` before running.",
                  show_default=False),
 ]
+MaxMemoryOpt = Annotated[
+    Optional[str],
+    typer.Option("--max-memory", help="Refuse models larger than this (e.g. 8GB); default: half the free memory.",
+                 show_default=False),
+]
+MaxIterationsOpt = Annotated[
+    Optional[int],
+    typer.Option("--max-iterations", min=1, help="Cap on while-loop iterations in the forward.", show_default=False),
+]
 TrainOpt = Annotated[
     bool,
     typer.Option("--train", help="Run in training mode (dropout active, batch norm on batch statistics) "
@@ -66,6 +75,7 @@ def params_cmd(
     seed: SeedOpt = 0,
     json_out: JsonOpt = False,
     fmt: FormatOpt = None,
+    max_memory: MaxMemoryOpt = None,
 ) -> None:
     """Parameter table: names, shapes, counts, trainable, dtype, device, shared tensors; buffers apart; totals."""
     from ..params import param_table
@@ -73,7 +83,9 @@ def params_cmd(
     from ..render.tables import params_csv, params_json, print_params
 
     fmt = _format(json_out, fmt)
-    built, _ = build_from_cli(spec, args=arg, inputs=None, device=device, dtype=dtype, seed=seed)
+    # No dry run: the table needs shapes and dtypes only, never a forward.
+    built, _ = build_from_cli(spec, args=arg, inputs=None, device=device, dtype=dtype, seed=seed, check=False,
+                              max_memory=max_memory)
     table = param_table(built.module)
     if fmt is Format.json:
         print_json(params_json(table))
@@ -94,13 +106,16 @@ def summary_cmd(
     seed: SeedOpt = 0,
     depth: DepthOpt = None,
     json_out: JsonOpt = False,
+    max_memory: MaxMemoryOpt = None,
+    max_iterations: MaxIterationsOpt = None,
 ) -> None:
     """Per-layer table of one forward pass: input/output shapes, parameters, calls, FLOPs (torch's counter)."""
     from ..render.console import print_json
     from ..render.tables import print_summary, summary_json
     from ..summary import summarize
 
-    built, tensors = build_from_cli(spec, args=arg, inputs=input, device=device, dtype=dtype, seed=seed)
+    built, tensors = build_from_cli(spec, args=arg, inputs=input, device=device, dtype=dtype, seed=seed,
+                                    max_memory=max_memory, max_iterations=max_iterations)
     result = summarize(built.module, tensors, depth=depth, call=built.forward)
     if json_out:
         print_json(summary_json(result))
@@ -121,13 +136,16 @@ def run_cmd(
     output: OutputOpt = None,
     train: TrainOpt = False,
     json_out: JsonOpt = False,
+    max_memory: MaxMemoryOpt = None,
+    max_iterations: MaxIterationsOpt = None,
 ) -> None:
     """Forward pass on the spec's inputs (seeded random, --input shapes or tensor files); prints or saves the output."""
     from ..render.console import print_json
     from ..render.tables import print_run, run_json
     from ..tensors import apply_weights, describe_outputs, load_state_dict, save_output
 
-    built, tensors = build_from_cli(spec, args=arg, inputs=input, device=device, dtype=dtype, seed=seed)
+    built, tensors = build_from_cli(spec, args=arg, inputs=input, device=device, dtype=dtype, seed=seed,
+                                    max_memory=max_memory, max_iterations=max_iterations)
     if weights is not None:
         apply_weights(built.module, load_state_dict(weights), place=weights)
     built.module.train(train)  # our own freshly built module: evaluation mode unless asked

@@ -43,8 +43,13 @@ def human_count(n: int | float, units=("", "K", "M", "B", "T")) -> str:
     return f"{n / 1000 ** i:.2f} {units[i]}"
 
 
-def human_flops(n: int) -> str:
-    return human_count(n, ("", "K", "M", "G", "T", "P")) + "FLOPs" if n >= 1000 else f"{n} FLOPs"
+FLOP_UNITS = ("", "K", "M", "G", "T", "P")
+
+
+def human_flops(n: int, unit: str = "FLOPs") -> str:
+    """4.80 K, 78.92 G: SI prefixes, as FLOP counts are quoted (G, not B)."""
+    text = human_count(n, FLOP_UNITS)
+    return f"{text}{unit}" if n >= 1000 else f"{text} {unit}".rstrip()
 
 
 def shape_str(shape) -> str:
@@ -225,14 +230,14 @@ def print_summary(s: Summary, title: str | None = None, console: Console | None 
         mark = " *" if r.shapes_vary else ""
         vary |= r.shapes_vary
         t.add_row(Text(label), r.type, shapes_str(r.input_shapes) + mark, shapes_str(r.output_shapes) + mark,
-                  params if (r.params or r.shared_params) else "-", str(r.calls), human_count(r.flops) if r.flops else "-")
+                  params if (r.params or r.shared_params) else "-", str(r.calls), human_flops(r.flops, "") if r.flops else "-")
     console.print(t)
     console.print()
     console.print(f"Total parameters:  {num(s.total_params)} ({human_count(s.total_params)}); "
                   f"trainable {num(s.trainable_params)}, non-trainable {num(s.non_trainable_params)}")
     console.print(f"Total FLOPs:       {num(s.total_flops)} ({human_flops(s.total_flops)}), by torch.utils.flop_counter")
     if s.flops_by_op:
-        ops = ", ".join(f"{op.removeprefix('aten.')} {human_count(n)}" for op, n in sorted(s.flops_by_op.items()))
+        ops = ", ".join(f"{op.removeprefix('aten.')} {human_flops(n, '')}" for op, n in sorted(s.flops_by_op.items()))
         console.print(Text(f"  by op: {ops}"))
     console.print(f"Output shape:      {shapes_str(s.output_shapes)}")
     console.print(Text("FLOPs per row: ops run in that module's own forward (the model row holds functional ops "
