@@ -635,7 +635,8 @@ class _Lower(ast.NodeTransformer):
         self.training_expr = training_expr
 
     def visit_BinOp(self, node):
-        self.generic_visit(node)
+        node.left = self.visit(node.left)
+        node.right = self.visit(node.right)
         helper = {ast.Pow: "_cg_pow", ast.Mult: "_cg_mul"}.get(type(node.op))
         if helper is None:
             return node
@@ -648,7 +649,13 @@ class _Lower(ast.NodeTransformer):
         return ast.copy_location(call, node)
 
     def visit_AugAssign(self, node):
+        # `a += b` rebinds `a` to a new value (a = a + b) rather than mutating a tensor
+        # in place: no aliasing surprises, and autograd never sees an in-place op on a
+        # leaf. An explicit subscript target (x[0] += 1) stays in place.
         self.generic_visit(node)
+        if isinstance(node.target, ast.Name):
+            binop = ast.copy_location(ast.BinOp(_as_load(node.target), node.op, node.value), node)
+            return ast.copy_location(ast.Assign([node.target], self.visit_BinOp(binop)), node)
         helper = {ast.Pow: "_cg_pow", ast.Mult: "_cg_mul"}.get(type(node.op))
         if helper is None:
             return node
