@@ -137,6 +137,7 @@ def make_guards(limits: Limits):
         "_cg_mul": mul,
         "_cg_loop_limit": loop_limit,
         "_cg_limit": limits.max_loop_iterations,
+        "_cg_vector_norm": torch.linalg.vector_norm,
         "zeros": creator(torch.zeros, "zeros"),
         "ones": creator(torch.ones, "ones"),
         "rand": creator(torch.rand, "rand"),
@@ -668,6 +669,9 @@ class _Lower(ast.NodeTransformer):
         if isinstance(node.func, ast.Name):
             if node.func.id == "range":
                 node.func = ast.copy_location(ast.Name("_cg_range", ast.Load()), node.func)
+            elif node.func.id == "norm" and len(node.args) == 1 and not node.keywords:
+                # the common `norm(x)`: straight to the C function, no Python wrapper
+                node.func = ast.copy_location(ast.Name("_cg_vector_norm", ast.Load()), node.func)
             elif node.func.id == "dropout" and self.training_expr is not None:
                 for kw in node.keywords:
                     if kw.arg == "training":

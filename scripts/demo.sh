@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The main job: cgtool on the bundled configs and the lesson's expressions.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export COLUMNS="${COLUMNS:-110}"
+step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
+
+# 1. The lesson's computational graph: dy/dw is the sum over the paths y->a->w and y->b->w.
+step cgtool grad "a = x1 + w; b = x2 + w; y = a * b" --wrt w --at x1=1 --at x2=2 --at w=3
+step cgtool grad "y = (x + w) * (w + 1)" --at x=2 --at w=1 --wrt w
+
+# 2. Models from YAML specs: every config builds and passes its shape check.
+for spec in configs/*.yaml; do
+  case "$spec" in
+    *llama7b.yaml) step cgtool build "$spec" --device meta --depth 2 ;;
+    *) step cgtool build "$spec" --depth 2 ;;
+  esac
+done
+
+# 3. FancyMLP: a constant weight, one layer reused, control flow on the data.
+step cgtool build configs/fancy_mlp.yaml --code
+step cgtool params configs/fancy_mlp.yaml
+step cgtool summary configs/fancy_mlp.yaml
+step cgtool run configs/fancy_mlp.yaml --seed 1
+
+# 4. Tied weights counted once (torchinfo 1.8.0 says 840), and a LLaMA-7B-shaped model on meta.
+step cgtool params configs/tied_linear.yaml
+step cgtool params configs/llama7b.yaml --device meta --json
+step cgtool summary configs/gpt2_small.yaml --depth 1
