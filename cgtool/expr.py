@@ -109,6 +109,9 @@ class _Continue(Exception):
 def parse_value(text: str, place: str = "--at"):
     """A leaf value from text: a number (``1.5``, ``-2``, ``inf``) or a JSON list (``[[1, 2], [3, 4]]``)."""
     text = text.strip()
+    if text.lower() in ("true", "false", "null", "none"):
+        raise CgError(f"{text!r} is not a number or a JSON list", place,
+                      hint="write a number (--at w=1.5) or a JSON list (--at x='[1, 2, 3]')")
     try:
         value = json.loads(text)
     except (ValueError, RecursionError):
@@ -151,12 +154,12 @@ def parse_assignments(items: list[str] | None, option: str = "--at") -> dict[str
         name, sep, text = item.partition("=")
         name = name.strip()
         if not sep or not name or not text.strip():
-            raise CgError(f"{option} {item!r}: expected NAME=VALUE", option,
+            raise CgError(f"expected NAME=VALUE, got {item!r}", option,
                           hint=f"for example {option} w=1.5 or {option} x='[1, 2, 3]'")
         if not name.isidentifier():
-            raise CgError(f"{option} {item!r}: {name!r} is not a name", option)
+            raise CgError(f"{name!r} is not a name (in {item!r})", option)
         if name in out:
-            raise CgError(f"{option} gives {name} twice", option, hint="give each leaf one value")
+            raise CgError(f"{name} is given twice", f"{option} {name}", hint="give each leaf one value")
         out[name] = parse_value(text, f"{option} {name}")
     return out
 
@@ -383,7 +386,9 @@ class _Evaluator:
             while self.truth(self.eval(s.test), s.test):
                 n += 1
                 if n > self.limits.max_loop_iterations:
-                    self.guards["_cg_loop_limit"]()
+                    raise CgError(f"the while loop ran more than {self.limits.max_loop_iterations:,} iterations",
+                                  self.loc(s), hint="the loop may never end; raise the cap with --max-iterations "
+                                  "if it really needs more")
                 try:
                     self.block(s.body)
                 except _Break:
@@ -619,8 +624,7 @@ class _Evaluator:
         if not out.requires_grad or not (out.is_floating_point() or out.is_complex()):
             return _constant(out)
         views = [v for _, v, _ in slots]
-        seed = torch.ones_like(out)
-        grads = torch.autograd.grad(out, views, seed, retain_graph=True, allow_unused=True)
+        grads = torch.autograd.grad(_weighted(out, None), views, retain_graph=True, allow_unused=True)
         node = self.graph.add_node(label, out, symbol, OpInfo(key, operands, label))
         scalar_out = out.numel() == 1
         for i, ((operand, view, position), g) in enumerate(zip(slots, grads)):
@@ -652,7 +656,7 @@ class _Evaluator:
             if root not in names:
                 known = [n for n in names if n not in self.leaves]
                 hint = did_you_mean(root, known)
-                raise CgError(f"--root {root}: no value named {root!r} in the expression", "--root",
+                raise CgError(f"no value named {root!r} in the expression", f"--root {root}",
                               hint=hint or f"names: {', '.join(known) or 'none'}")
             value, at = Val(names[root]), None
             root_name = root if root in aliases else names[root].label
@@ -683,10 +687,23 @@ class _Evaluator:
 
 def _slot_vjp(out: torch.Tensor, view: torch.Tensor):
     def vjp(cotangent: torch.Tensor) -> torch.Tensor:
-        (g,) = torch.autograd.grad(out, view, cotangent, retain_graph=True, allow_unused=True)
+        (g,) = torch.autograd.grad(_weighted(out, cotangent), view, retain_graph=True, allow_unused=True)
         return torch.zeros_like(view) if g is None else g
 
     return vjp
+
+
+def _weighted(out: torch.Tensor, cotangent: torch.Tensor | None) -> torch.Tensor:
+    """A scalar whose gradient is the VJP of *cotangent* (None: all ones).
+
+    ``sum(out * cotangent)`` rather than ``grad_outputs=cotangent``: torch's check of
+    grad_outputs imports sympy on first use, a quarter of a second of start-up that
+    this command would pay on every run. The gradient of the product is exactly the
+    cotangent, so nothing changes numerically.
+    """
+    if cotangent is None:
+        return out if out.numel() == 1 else out.sum()
+    return (out * cotangent).sum()
 
 
 def _is_number_tensor(v) -> bool:

@@ -30,6 +30,7 @@ class Factor:
     src: str
     dst: str
     op: str
+    slot: int  # which operand of the operation (w * w: 0 and 1)
     value: float | torch.Tensor | None  # a number; a tensor edge's Jacobian (out shape + in shape); None
     symbolic: str | None  # in the operands' names: "b"
 
@@ -139,7 +140,7 @@ def _targets(ev: Evaluation, wrt: list[str] | None):
     for name in wrt:
         if name not in ev.names:
             hint = did_you_mean(name, list(ev.names))
-            raise CgError(f"--wrt {name}: no value named {name!r} in the expression", "--wrt",
+            raise CgError(f"no value named {name!r} in the expression", f"--wrt {name}",
                           hint=hint or f"leaves: {', '.join(ev.leaves) or 'none'}")
         node = ev.names[name]
         if node.id not in seen:
@@ -333,7 +334,7 @@ def _path(ev: Evaluation, path: P.Path, contribution, forms: _Forms) -> PathRepo
         in_leaves = forms.factor(e, leaves=True)
         named.append(in_names)
         leaf_factors.append(in_leaves)
-        factors.append(Factor(src.label, dst.label, e.op, _edge_value(ev, e) if ev.numeric else None,
+        factors.append(Factor(src.label, dst.label, e.op, e.slot, _edge_value(ev, e) if ev.numeric else None,
                               S.shown(in_names, forms.max_size)))
     product = symbolic = None
     if edges and all(f is not None for f in named):
