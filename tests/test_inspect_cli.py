@@ -427,3 +427,10 @@ def test_python_m_cgtool_runs():
                        capture_output=True, text=True, cwd=ROOT, env={**os.environ, **ENV}, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["total"] == 440
+
+
+@pytest.mark.parametrize("command", ["run", "summary"])
+def test_data_dependent_forward_on_meta_is_a_clear_error(command):
+    r = cg(command, config("fancy_mlp"), "--device", "meta", code=1)
+    assert "fancy_mlp.yaml:14" in r.stderr and "depends on tensor values" in r.stderr and "--device cpu" in r.stderr
+    assert "internal error" not in r.stderr
