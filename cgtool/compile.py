@@ -380,6 +380,9 @@ def _explain(e, root, tracker, origins, loc) -> CgError:
         d = dim if dim < 0 else (dim if len(got) > dim + 1 else 0)
         if len(got) > abs(d) - (1 if d < 0 else 0) and got[d] != expected:
             producer = _producer(parent, index, tracker, origins, d) if parent is not None else None
+            if producer == "the input":
+                return CgError(f"{label} expects {expected} {noun}, but the input has {got[d]} (shape {got})", place,
+                               hint=f"pass an input with {expected} {noun} (--input), or change the layer")
             if producer is not None:
                 return CgError(f"{label} expects {expected} {noun}, but {producer} produces {got[d]}", place,
                                hint=f"make the two agree: change {expected} to {got[d]}, or the producer's size")

@@ -631,9 +631,10 @@ def check_forward(source: Source, known: dict[str, str], *, limits: Limits = DEF
 class _Lower(ast.NodeTransformer):
     """Rewrites a checked program into the code that runs: guards, caps, dropout's flag."""
 
-    def __init__(self, training_expr: ast.expr | None):
+    def __init__(self, training_expr: ast.expr | None, shadowed: set[str]):
         self.counter = 0
         self.training_expr = training_expr
+        self.shadowed = shadowed  # spec names and variables that hide a function of the same name
 
     def visit_BinOp(self, node):
         node.left = self.visit(node.left)
@@ -666,7 +667,7 @@ class _Lower(ast.NodeTransformer):
 
     def visit_Call(self, node):
         self.generic_visit(node)
-        if isinstance(node.func, ast.Name):
+        if isinstance(node.func, ast.Name) and node.func.id not in self.shadowed:
             if node.func.id == "range":
                 node.func = ast.copy_location(ast.Name("_cg_range", ast.Load()), node.func)
             elif node.func.id == "norm" and len(node.args) == 1 and not node.keywords:
@@ -735,7 +736,8 @@ def compile_forward(
     src = program.source
     tree = ast.parse(src.text.replace("\t", "    "))  # a fresh copy to lower, positions kept
     training = ast.parse("self.training", mode="eval").body if with_self else None
-    lowered = _Lower(training).visit(tree)
+    shadowed = set(program.assigned) | set(params) | set(namespace) | {line.split(" = ")[0] for line in prelude}
+    lowered = _Lower(training, shadowed).visit(tree)
     header_args = (["self"] if with_self else []) + list(params)
     fn_def = ast.parse(f"def forward({', '.join(header_args)}):\n    pass").body[0]
     pre = [ast.parse(line).body[0] for line in prelude]

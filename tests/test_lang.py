@@ -218,3 +218,20 @@ def test_parser_never_crashes_on_arbitrary_text(text):
         lang.parse(lang.Source(text))
     except CgError:
         pass
+
+
+def test_spec_names_shadow_functions():
+    # a module called `norm` (LLaMA's final RMSNorm) is called, not the norm() function
+    prog = lang.check_forward(lang.Source("return norm(x) + range(x) + dropout(x)"),
+                              {"x": "input", "norm": "module", "range": "module", "dropout": "module"})
+    fn = lang.compile_forward(prog, name="T", params=["x"], prelude=["norm = self.norm", "range = self.range",
+                                                                     "dropout = self.dropout"],
+                              namespace={}).fn
+
+    class Holder:
+        norm = staticmethod(lambda x: x * 2)
+        range = staticmethod(lambda x: x * 3)
+        dropout = staticmethod(lambda x: x * 4)
+        training = True
+
+    assert fn(Holder(), torch.ones(2)).tolist() == [9.0, 9.0]
