@@ -167,11 +167,13 @@ def load_state_dict(path: str) -> dict[str, torch.Tensor]:
     return {str(k): v for k, v in obj.items()}
 
 
-def apply_weights(module: torch.nn.Module, state: Mapping[str, torch.Tensor], place: str | None = None) -> None:
+def apply_weights(module: torch.nn.Module, state: Mapping[str, torch.Tensor], place: str | None = None) -> bool:
     """Load *state* into *module* exactly: every key present, no extra key, every shape equal.
 
     Checked before anything is copied, so a mismatch leaves the module untouched. Values are
-    copied into the module's own tensors (its device and dtype are kept).
+    copied into the module's own tensors (its device and dtype are kept). Returns False when
+    the module is on the meta device: the names and shapes were checked, but meta tensors hold
+    no values to copy into.
     """
     expected = module.state_dict(keep_vars=True)
     missing = [k for k in expected if k not in state]
@@ -198,10 +200,13 @@ def apply_weights(module: torch.nn.Module, state: Mapping[str, torch.Tensor], pl
         if target.dtype.is_floating_point != v.dtype.is_floating_point and v.dtype != torch.bool:
             raise CgError(f"weights do not fit the model: {k} is {dtype_name(v.dtype)} in the file "
                           f"but {dtype_name(target.dtype)} in the model", place, hint=hint)
+    if any(t.is_meta for t in expected.values()):
+        return False
     try:
         module.load_state_dict(dict(state), strict=True)
     except RuntimeError as e:  # pragma: no cover - the checks above catch what torch would
         raise CgError(f"weights do not fit the model: {str(e).splitlines()[0]}", place, hint=hint) from None
+    return True
 
 
 # --------------------------------------------------------------------------- outputs

@@ -434,3 +434,13 @@ def test_data_dependent_forward_on_meta_is_a_clear_error(command):
     r = cg(command, config("fancy_mlp"), "--device", "meta", code=1)
     assert "fancy_mlp.yaml:14" in r.stderr and "depends on tensor values" in r.stderr and "--device cpu" in r.stderr
     assert "internal error" not in r.stderr
+
+
+def test_weights_on_meta_are_checked_not_loaded(tmp_path):
+    cg("build", config("resnet_block"), "--save", tmp_path / "w.pt")
+    r = cg("run", config("resnet_block"), "--weights", tmp_path / "w.pt", "--device", "meta", "--json")
+    assert json.loads(r.stdout)["shape"] == [2, 64, 32, 32]
+    assert "no values to load" in r.stderr and "UserWarning" not in r.stderr
+    r = cg("run", config("resnet_block"), "--arg", "out_ch=32", "--weights", tmp_path / "w.pt", "--device", "meta",
+           code=1)
+    assert "shape mismatch" in r.stderr

@@ -232,3 +232,12 @@ def test_stats_of_ints_and_bools():
     assert (s.min, s.max, s.mean) == (1, 3, 2.0)
     b = tensor_stats(torch.tensor([True, False]))
     assert b.mean == 0.5 and b.min is False and b.max is True
+
+
+def test_apply_weights_on_meta_checks_only():
+    state = nn.Linear(3, 2).state_dict()
+    meta = nn.Linear(3, 2, device="meta")
+    assert apply_weights(meta, state) is False
+    with pytest.raises(CgError, match="shape mismatch"):
+        apply_weights(nn.Linear(4, 2, device="meta"), state)
+    assert apply_weights(nn.Linear(3, 2), state) is True

@@ -149,7 +149,10 @@ def run_cmd(
     built, tensors = build_from_cli(spec, args=arg, inputs=input, device=device, dtype=dtype, seed=seed,
                                     max_memory=max_memory, max_iterations=max_iterations)
     if weights is not None:
-        apply_weights(built.module, load_state_dict(weights), place=weights)
+        if not apply_weights(built.module, load_state_dict(weights), place=weights):
+            from ..render.console import print_warning
+
+            print_warning(f"{weights}: names and shapes match the model; on the meta device there are no values to load")
     built.module.train(train)  # our own freshly built module: evaluation mode unless asked
     with torch.no_grad(), _needs_values(built):
         result = describe_outputs(built.forward(tensors))
