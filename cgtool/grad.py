@@ -338,8 +338,7 @@ def _path(ev: Evaluation, path: P.Path, contribution, forms: _Forms) -> PathRepo
                               S.shown(in_names, forms.max_size)))
     product = symbolic = None
     if edges and all(f is not None for f in named):
-        product = " · ".join(_factor_text(f) for f in named) if sum(f.size for f in named) <= forms.max_size \
-            else None
+        product = _product_text(named) if sum(f.size for f in named) <= forms.max_size else None
         symbolic = S.shown(S.product(leaf_factors), forms.max_size) if all(f is not None for f in leaf_factors) \
             else None
     root = edges[0].src if edges else ev.root.id
@@ -350,6 +349,13 @@ def _path(ev: Evaluation, path: P.Path, contribution, forms: _Forms) -> PathRepo
     else:
         contribution = None
     return PathReport(nodes, factors, contribution, product, symbolic)
+
+
+def _product_text(factors: list[S.Sym]) -> str:
+    """``b · 1`` for short paths, as in the lesson; a long path's unit factors are left out."""
+    if len(factors) > 3:
+        factors = [f for f in factors if not f.is_num(1)] or [S.ONE]
+    return " · ".join(_factor_text(f) for f in factors)
 
 
 def _factor_text(f: S.Sym) -> str:

@@ -86,6 +86,8 @@ class Sym:
             k = s.kind
             if k == "num":
                 r = sp.nsimplify(s.value) if isinstance(s.value, float) and s.value.is_integer() else sp.sympify(s.value)
+            elif k == "ref" and s.value in ("pi", "e"):  # the language's constants
+                r = sp.pi if s.value == "pi" else sp.E
             elif k == "ref":
                 if s.value not in symbols:
                     symbols[s.value] = sp.Symbol(s.value, real=True)

@@ -181,8 +181,12 @@ def _render_path(i: int, p: PathReport, multi: Counter) -> None:
     if p.contribution is not None:
         head += f"   contribution {escape(fmt(p.contribution))}"
     if p.product is not None:
-        head += f"   [cyan]{escape(p.product)}" + (f" = {escape(p.symbolic)}" if p.symbolic is not None
-                                                  and p.symbolic != p.product else "") + "[/]"
+        head += f"   [cyan]{escape(p.product)}"
+        if p.symbolic is None:
+            head += " [dim]= … (too long to write out in the leaves)[/]"
+        elif p.symbolic != p.product:
+            head += f" = {escape(p.symbolic)}"
+        head += "[/]"
     console.print(head)
     for f in p.factors:
         console.print(f"       {_factor_text(f, multi)}")
