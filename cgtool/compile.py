@@ -566,8 +566,9 @@ def build_model(source, *, file: str | None = None, args: dict | None = None, de
         builder, module = meta_builder, meta_module
     else:
         builder = Builder(limits)
-        torch.manual_seed(seed)
-        module = builder.module(spec)  # built on the CPU: the same weights whatever the device
+        with torch.random.fork_rng(devices=[]):  # seeded, leaving the caller's RNG as it was
+            torch.manual_seed(seed)
+            module = builder.module(spec)  # built on the CPU: the same weights whatever the device
         if dev.type != "cpu":
             module = module.to(dev)
     if dtype is not None:

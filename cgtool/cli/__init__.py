@@ -37,7 +37,7 @@ def _root(
 import importlib  # noqa: E402
 import importlib.util  # noqa: E402
 
-for _name in ("build_cmd", "inspect_cmd", "grad_cmd"):
+for _name in ("build_cmd", "inspect_cmd", "grad_cmd", "catalog_cmd"):
     if importlib.util.find_spec(f"{__name__}.{_name}") is not None:
         importlib.import_module(f"{__name__}.{_name}")
 
