@@ -24,6 +24,8 @@ TENSOR_SUFFIXES = TORCH_SUFFIXES + NUMPY_SUFFIXES
 
 #: outputs with at most this many elements carry their values (JSON, previews of the whole).
 SMALL_NUMEL = 1000
+#: outputs with at most this many elements are previewed whole in the table.
+FULL_PREVIEW = 32
 
 
 def _suffix(path: str) -> str:
@@ -386,7 +388,7 @@ def describe_output(name: str, t: torch.Tensor, preview: int = 8) -> OutputInfo:
         device=str(t.device),
         numel=t.numel(),
         values=t.detach().cpu().tolist() if has_values and t.numel() <= SMALL_NUMEL else None,
-        preview=flat[:preview].cpu().tolist() if has_values else None,
+        preview=flat[: t.numel() if t.numel() <= FULL_PREVIEW else preview].cpu().tolist() if has_values else None,
         stats=tensor_stats(t),
         tensor=t.detach(),
     )

@@ -300,6 +300,16 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _nested(values, indent: int = 0) -> str:
+    """[[1, 2],\n [3, 4]]: nested lists with one innermost row per line."""
+    if not isinstance(values, list):
+        return _fmt(values)
+    if not values or not isinstance(values[0], list):
+        return "[" + ", ".join(_fmt(v) for v in values) + "]"
+    sep = ",\n" + " " * (indent + 1)
+    return "[" + sep.join(_nested(v, indent + 1) for v in values) + "]"
+
+
 def print_run(result: RunResult, saved: str | None = None, console: Console | None = None) -> None:
     console = console or out()
     t = _table("Output" if len(result.outputs) == 1 else f"Outputs ({len(result.outputs)})")
@@ -319,9 +329,11 @@ def print_run(result: RunResult, saved: str | None = None, console: Console | No
         if o.preview is None:
             console.print(head + Text("no values on the meta device (shape and dtype only)", style="dim"))
             continue
-        shown = ", ".join(_fmt(v) for v in o.preview)
-        more = f", ... ({num(o.numel)} values)" if o.numel > len(o.preview) else ""
-        console.print(head + Text(f"[{shown}{more}]"))
+        if o.values is not None and o.numel == len(o.preview):  # small: whole, in its shape
+            console.print(head + Text(_nested(o.values, indent=len(o.name) + 2)))
+        else:
+            shown = ", ".join(_fmt(v) for v in o.preview)
+            console.print(head + Text(f"[{shown}, ... ({num(o.numel)} values)]"))
         if o.stats is not None and (o.stats.nan or o.stats.inf):
             console.print(Text(f"  {o.stats.nan} NaN, {o.stats.inf} Inf (stats are over the finite values)", style="yellow"))
     if saved:
