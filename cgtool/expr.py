@@ -208,7 +208,7 @@ def evaluate(
     if not numeric and control:
         raise CgError("the graph depends on the values (if / while): give every leaf a value with --at",
                       program.source.loc(1), hint=f"leaves: {', '.join(leaves)}" if leaves else None)
-    ev = _Evaluator(program, limits)
+    ev = _Evaluator(program, limits, numeric)
     for i, name in enumerate(leaves):
         if numeric:
             tensor = to_tensor(values[name], f"--at {name}")
@@ -249,7 +249,7 @@ def _first_use(program: Program, name: str) -> Loc:
 
 
 class _Evaluator:
-    def __init__(self, program: Program, limits: Limits):
+    def __init__(self, program: Program, limits: Limits, numeric: bool = True):
         self.program = program
         self.src: Source = program.source
         self.text = self.src.text.replace("\t", "    ")  # what the positions refer to
@@ -257,6 +257,7 @@ class _Evaluator:
         for line in self.text.splitlines(keepends=True):
             self.line_starts.append(self.line_starts[-1] + len(line))
         self.limits = limits
+        self.numeric = numeric
         self.graph = ValueGraph()
         self.env: dict[str, object] = {}
         self.leaves: dict[str, Node] = {}
@@ -588,7 +589,9 @@ class _Evaluator:
             raise err.with_place(self.loc(at)) from None
         except (RuntimeError, TypeError, ValueError, IndexError, KeyError, ZeroDivisionError, OverflowError,
                 AttributeError, NotImplementedError) as err:
-            raise CgError(f"cannot compute `{self.label(at)}`: {_first_line(err)}", self.loc(at)) from None
+            hint = None if self.numeric else \
+                "without --at values every leaf is a number; give tensor leaves their values, e.g. --at x='[1, 2]'"
+            raise CgError(f"cannot compute `{self.label(at)}`: {_first_line(err)}", self.loc(at), hint) from None
         except MemoryError:
             raise CgError(f"`{self.label(at)}` needs more memory than there is", self.loc(at)) from None
         self._check_size(result, at)

@@ -131,26 +131,22 @@ def _wrap(s: Sym, parens: bool) -> str:
 
 
 def _label_prec(label: str) -> int:
-    """A label is a name (an atom) or the user's source text of an unnamed value."""
+    """A label is a name or a call (atoms), or the user's source text of an unnamed value,
+    which is wrapped in parentheses inside any operator: it names one value."""
     if _IDENT.match(label) or _fully_parenthesised(label):
         return _ATOM
     import ast
 
     try:
         node = ast.parse(label, mode="eval").body
-    except SyntaxError:
+    except (SyntaxError, ValueError):
         return 0
-    if isinstance(node, ast.BinOp):
-        if isinstance(node.op, (ast.Add, ast.Sub)):
-            return _ADD
-        if isinstance(node.op, ast.Pow):
-            return _POW
-        return _MUL
-    if isinstance(node, ast.UnaryOp):
-        return _NEG
-    if isinstance(node, (ast.Call, ast.Name, ast.Subscript, ast.Attribute, ast.Constant)):
-        return _ATOM
-    return 0
+    return _ATOM if isinstance(node, (ast.Call, ast.Name, ast.Subscript, ast.Attribute, ast.Constant)) else 0
+
+
+def operand(label: str) -> str:
+    """*label* as an operand of a notation such as ∂y/∂(h * h)."""
+    return label if _label_prec(label) == _ATOM else f"({label})"
 
 
 def _fully_parenthesised(text: str) -> bool:

@@ -8,6 +8,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..grad import Factor, GradientReport, GradReport, PathReport
+from ..symbolic import operand
 from .console import out
 
 MAX_GRAPH_ROWS = 60  # values shown in the graph table; the rest are counted
@@ -145,7 +146,7 @@ def _render_graph(report: GradReport) -> None:
 
 def _render_gradient(report: GradReport, g: GradientReport, multi: Counter) -> None:
     console = out()
-    d = f"∂{report.root_label}/∂{g.wrt}"
+    d = f"∂{operand(report.root_label)}/∂{operand(g.wrt)}"
     noun = "path" if g.path_count == 1 else "paths"
     console.print(f"[bold]{escape(d)}[/]: {g.path_count:,} {noun} from {escape(report.root_label)} "
                   f"to {escape(g.wrt)}")
@@ -193,7 +194,7 @@ def _render_path(i: int, p: PathReport, multi: Counter) -> None:
 
 
 def _factor_text(f: Factor, multi: Counter) -> str:
-    text = f"∂{f.src}/∂{f.dst}"
+    text = f"∂{operand(f.src)}/∂{operand(f.dst)}"
     if multi[(f.src, f.dst)] > 1:
         text += f" (operand {f.slot + 1} of {f.op})"
     parts = [escape(text)]
