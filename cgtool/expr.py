@@ -607,12 +607,10 @@ class _Evaluator:
         if isinstance(result, (tuple, list)):
             items = [self._record(r, f"{label}[{i}]", f"{key}[{i}]", symbol, None, slots, at)
                      if isinstance(r, torch.Tensor) else _constant(r) for i, r in enumerate(result)]
-            if hasattr(result, "_fields") or type(result).__module__.startswith("torch"):
-                try:
-                    return type(result)(items)
-                except TypeError:
-                    return tuple(items)
-            return type(result)(items)
+            try:  # lists, tuples and torch's named results (max(x, 0).values) keep their type
+                return type(result)(items)
+            except TypeError:
+                return tuple(items)
         return _constant(result)
 
     def _check_size(self, result, at) -> None:

@@ -114,16 +114,17 @@ def explain(
     ev = evaluate(program, at, root=root, limits=limits)
     targets = _targets(ev, wrt)
     grads = autograd_gradients(ev, targets)
-    forms = _Forms(ev, max_symbolic)
+    reachable = ev.graph.reachable(ev.root.id)  # the values the root depends on: the graph shown
+    forms = _Forms(ev, reachable, max_symbolic)
     report = GradReport(
         expression=text,
         root=ev.root_name,
         root_label=ev.root.label,
         value=_number(ev.root.value) if ev.numeric else None,
         numeric=ev.numeric,
-        nodes=_graph_nodes(ev),
+        nodes=[_graph_node(ev, ev.graph.nodes[v]) for v in reachable],
         edges=[GraphEdge(ev.graph.nodes[e.src].label, ev.graph.nodes[e.dst].label, e.op, e.slot)
-               for e in ev.graph.edges if e.src in _reachable_set(ev)],
+               for v in reachable for e in (ev.graph.edges[i] for i in ev.graph.operands[v])],
         aliases=dict(ev.aliases),
     )
     for node, grad in zip(targets, grads):
@@ -149,36 +150,24 @@ def _targets(ev: Evaluation, wrt: list[str] | None):
     return out
 
 
-def _reachable_set(ev: Evaluation) -> set[int]:
-    if not hasattr(ev, "_reachable"):
-        ev._reachable = set(ev.graph.reachable(ev.root.id))  # type: ignore[attr-defined]
-    return ev._reachable  # type: ignore[attr-defined]
+def _graph_node(ev: Evaluation, node: P.Node) -> GraphNode:
+    value = _number(node.value) if ev.numeric else None
+    return GraphNode(node.label, _definition(node), value, list(node.value.shape))
 
 
-def _graph_nodes(ev: Evaluation) -> list[GraphNode]:
-    out = []
-    g = ev.graph
-    for v in sorted(_reachable_set(ev)):
-        node = g.nodes[v]
-        value = _number(node.value) if ev.numeric else None
-        out.append(GraphNode(node.label, _definition(ev, node), value, list(node.value.shape)))
-    return out
-
-
-def _definition(ev: Evaluation, node: P.Node) -> str | None:
-    """How a node is computed, in its operands' labels (``a * b``)."""
+def _definition(node: P.Node) -> str | None:
+    """How a node is computed: in its operands' labels (``a * b``) where a rule can say so,
+    else the user's source text. None for a leaf."""
     info = node.info
     if info.key == "leaf":
         return None
     if info.operands is not None:
         operands = [S.ref(o.label) if isinstance(o, P.Node) else S.constant(o) for o in info.operands]
         if all(o is not None for o in operands):
-            form = S.forward(info.key, operands) if info.key in S.RULES else None
-            if form is not None and info.key not in ("pos",):
+            form = S.forward(info.key, operands)
+            if form is not None:
                 return str(form)
-    edges = [ev.graph.edges[e] for e in ev.graph.operands[node.id]]
-    names = ", ".join(ev.graph.nodes[e.dst].label for e in edges)
-    return f"{info.text}  ⟵ {names}" if names and info.text != node.label else info.text
+    return info.text
 
 
 # --------------------------------------------------------------------------- numbers
@@ -224,13 +213,12 @@ def _norm(x) -> float:
 class _Forms:
     """Symbolic forms for the scalar part of a graph, built on demand and memoised."""
 
-    def __init__(self, ev: Evaluation, max_size: int):
+    def __init__(self, ev: Evaluation, reachable: list[int], max_size: int):
         self.ev = ev
         self.max_size = max_size
         self._leaf: dict[int, S.Sym | None] = {}
         self.why: str | None = None
-        nodes = [ev.graph.nodes[v] for v in _reachable_set(ev)]
-        if not all(n.is_scalar for n in nodes):
+        if not all(ev.graph.nodes[v].is_scalar for v in reachable):
             self.why = "symbolic forms are given for scalar expressions only"
 
     def _operands(self, node: P.Node, leaves: bool) -> list[S.Sym] | None:

@@ -429,7 +429,7 @@ def test_size_of_shared_forms_is_counted_not_built():
     ev = evaluate(parse_expression(chain(60)), {"w": 0.5})
     from cgtool.grad import _Forms
 
-    form = _Forms(ev, 400).leaf_form(ev.root)
+    form = _Forms(ev, ev.graph.reachable(ev.root.id), 400).leaf_form(ev.root)
     assert form.size > 2**60  # the printed tree would be astronomically long
     assert S.shown(form) is None
 
