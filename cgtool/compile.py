@@ -272,11 +272,15 @@ def compile_spec_forward(spec: Spec, *, limits: lang.Limits = lang.DEFAULT_LIMIT
 # --------------------------------------------------------------------------- running with spec-level errors
 
 
-class DataDependent(Exception):
-    """The forward needs tensor values (control flow on data), which meta tensors lack."""
+class DataDependent(CgError):
+    """The forward needs tensor values (control flow on data), which meta tensors lack.
+
+    A user error when it escapes (a meta run of such a spec); the build's dry run
+    catches it and checks on small real tensors instead."""
 
     def __init__(self, loc: Loc | None):
-        super().__init__("data-dependent control flow")
+        super().__init__("the forward's control flow depends on tensor values, which meta tensors do not have",
+                         loc, hint="use --device cpu (shapes, parameters and FLOPs are the same)")
         self.loc = loc
 
 

@@ -1,7 +1,6 @@
 """`cgtool params`, `cgtool summary`, `cgtool run`: build a spec, inspect or run it, render."""
 from __future__ import annotations
 
-import contextlib
 import enum
 from typing import Annotated, Optional
 
@@ -117,8 +116,7 @@ def summary_cmd(
 
     built, tensors = build_from_cli(spec, args=arg, inputs=input, device=device, dtype=dtype, seed=seed,
                                     max_memory=max_memory, max_iterations=max_iterations)
-    with _needs_values(built):
-        result = summarize(built.module, tensors, depth=depth, call=built.forward)
+    result = summarize(built.module, tensors, depth=depth, call=built.forward)
     if json_out:
         print_json(summary_json(result))
     else:
@@ -154,27 +152,13 @@ def run_cmd(
 
             print_warning(f"{weights}: names and shapes match the model; on the meta device there are no values to load")
     built.module.train(train)  # our own freshly built module: evaluation mode unless asked
-    with torch.no_grad(), _needs_values(built):
+    with torch.no_grad():
         result = describe_outputs(built.forward(tensors))
     saved = save_output(result.saved_object(), output) if output else None
     if json_out:
         print_json(run_json(result, saved))
     else:
         print_run(result, saved)
-
-
-@contextlib.contextmanager
-def _needs_values(built):
-    """A forward whose control flow reads tensor values cannot run on meta tensors: say so, and where."""
-    from ..compile import DataDependent
-    from ..errors import CgError
-
-    try:
-        yield
-    except DataDependent as e:
-        raise CgError("the forward's control flow depends on tensor values, which meta tensors do not have",
-                      e.loc or getattr(built.spec, "file", None),
-                      hint="use --device cpu (shapes, parameters and FLOPs are the same)") from None
 
 
 def _format(json_out: bool, fmt: Format | None) -> Format:
