@@ -235,3 +235,11 @@ def test_spec_names_shadow_functions():
         training = True
 
     assert fn(Holder(), torch.ones(2)).tolist() == [9.0, 9.0]
+
+
+def test_tests_compare_numbers_with_the_same_answers():
+    fn = compile_fn("n = 0\nwhile norm(x) > 1 and not x.sum() == 0:\n    x = x / 2\n    n += 1\n"
+                    "if y is y and x.shape[0] >= 2:\n    n = n + 100\nreturn n")
+    assert fn(torch.full((2,), 3.0), torch.ones(1)) == 3 + 100
+    with pytest.raises(RuntimeError, match="ambiguous"):
+        compile_fn("if x > 0:\n    x = x + 1\nreturn x")(torch.ones(3), torch.ones(1))
