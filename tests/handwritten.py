@@ -86,3 +86,30 @@ class TiedLinear(nn.Module):
 
     def forward(self, x):
         return self.l2(torch.relu(self.l1(x)))
+
+
+class ModuleListSubclass(nn.ModuleList):
+    """The ModuleList written as the container itself (state_dict keys 0.weight, 2.weight)."""
+
+    def __init__(self):
+        super().__init__([nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10)])
+
+    def forward(self, x):
+        for layer in self:
+            x = layer(x)
+        return x
+
+
+class ModuleDictSubclass(nn.ModuleDict):
+    def __init__(self):
+        super().__init__({"linear": nn.Linear(784, 256), "act": nn.ReLU(), "output": nn.Linear(256, 10)})
+
+    def forward(self, x):
+        return self["output"](self["act"](self["linear"](x)))
+
+
+def shared_layer():
+    from collections import OrderedDict
+
+    first = nn.Linear(16, 16)
+    return nn.Sequential(OrderedDict(first=first, act=nn.Tanh(), again=first))

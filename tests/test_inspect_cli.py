@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from typer.testing import CliRunner
 
@@ -38,89 +36,18 @@ def config(name: str) -> str:
 # --------------------------------------------------------------------------- the lesson's models, by hand
 
 
-class MLP(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.hidden = nn.Linear(784, 256)
-        self.act = nn.ReLU()
-        self.output = nn.Linear(256, 10)
-
-    def forward(self, x):
-        return self.output(self.act(self.hidden(x)))
-
-
-class MyModuleList(nn.ModuleList):
-    def __init__(self):
-        super().__init__([nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10)])
-
-    def forward(self, x):
-        for layer in self:
-            x = layer(x)
-        return x
-
-
-class MyModuleDict(nn.ModuleDict):
-    def __init__(self):
-        super().__init__({"linear": nn.Linear(784, 256), "act": nn.ReLU(), "output": nn.Linear(256, 10)})
-
-    def forward(self, x):
-        return self["output"](self["act"](self["linear"](x)))
-
-
-class FancyMLP(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("rand_weight", torch.rand(20, 20))
-        self.linear = nn.Linear(20, 20)
-
-    def forward(self, x):
-        x = self.linear(x)
-        x = torch.relu(torch.mm(x, self.rand_weight) + 1)
-        x = self.linear(x)
-        while x.norm() > 1:
-            x = x / 2
-        if x.norm() < 0.8:
-            x = x * 10
-        return x.sum()
-
-
-class NestMLP(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(40, 30), nn.ReLU())
-
-    def forward(self, x):
-        return self.net(x)
-
-
-class TiedLinear(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.l1 = nn.Linear(20, 20)
-        self.l2 = nn.Linear(20, 20)
-        self.l2.weight = self.l1.weight
-
-    def forward(self, x):
-        return self.l2(torch.relu(self.l1(x)))
-
-
-def shared_layer():
-    first = nn.Linear(16, 16)
-    return nn.Sequential(OrderedDict(first=first, act=nn.Tanh(), again=first))
-
+import handwritten as hw  # noqa: E402 - the lesson's models, shared with test_lesson.py
 
 HAND_WRITTEN = {
-    "mlp": (MLP, [2, 784]),
-    "mlp_sequential": (lambda: nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10)), [2, 784]),
-    "mlp_sequential_named": (
-        lambda: nn.Sequential(OrderedDict(hidden=nn.Linear(784, 256), act=nn.ReLU(), output=nn.Linear(256, 10))),
-        [2, 784]),
-    "mlp_modulelist": (MyModuleList, [2, 784]),
-    "mlp_moduledict": (MyModuleDict, [2, 784]),
-    "fancy_mlp": (FancyMLP, [2, 20]),
-    "nest_mlp": (lambda: nn.Sequential(NestMLP(), nn.Linear(30, 20), FancyMLP()), [2, 40]),
-    "tied_linear": (TiedLinear, [2, 20]),
-    "shared_layer": (shared_layer, [2, 16]),
+    "mlp": (hw.MLP, [2, 784]),
+    "mlp_sequential": (hw.sequential, [2, 784]),
+    "mlp_sequential_named": (hw.sequential_named, [2, 784]),
+    "mlp_modulelist": (hw.ModuleListSubclass, [2, 784]),
+    "mlp_moduledict": (hw.ModuleDictSubclass, [2, 784]),
+    "fancy_mlp": (hw.FancyMLP, [2, 20]),
+    "nest_mlp": (hw.nested, [2, 40]),
+    "tied_linear": (hw.TiedLinear, [2, 20]),
+    "shared_layer": (hw.shared_layer, [2, 16]),
 }
 
 
