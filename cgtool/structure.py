@@ -134,7 +134,9 @@ def describe(built: Built) -> Structure:
     return Structure(
         name=built.spec.name, kind=built.spec.kind, file=built.spec.file, device=str(built.device),
         dtype=_dtype(built.dtype),
-        inputs={n: {"shape": list(i.shape), "dtype": _dtype(i.dtype)} for n, i in built.inputs.items()},
+        inputs={n: {"shape": list(i.shape),
+                    "dtype": _dtype(built.dtype if built.dtype is not None and i.dtype.is_floating_point else i.dtype)}
+                for n, i in built.inputs.items()},
         root=root, constants=buffers, parameters=free, total_params=total, trainable_params=trainable,
         buffer_numel=sum(b.numel for b in buffers), bytes=built.param_bytes,
         check={"status": check.status, "how": check.how, "reason": check.reason} if check else {"status": "not run"},
