@@ -560,8 +560,7 @@ def _layer(entry, where, loc, env, ctx: _Ctx) -> Layer:
         if "name" in body:
             spec.name = str(body["name"])
         return Layer(where, loc, spec=spec, repeat=repeat)
-    sub_args = body.pop("args", None) if "args" in body and not isinstance(body.get("args"), dict) else None
-    if sub_args is not None:
+    if "args" in body and not isinstance(body["args"], dict):
         raise CgError(f"{where}.args must be a mapping", loc)
     inline = type(body)(body) if isinstance(body, yamlpos.PosDict) else dict(body)
     if isinstance(body, yamlpos.PosDict):
