@@ -6,8 +6,8 @@ from typing import Annotated, Optional
 import typer
 
 from . import app
-from .common import (ArgOpt, Device, DeviceOpt, DTypeOpt, InputOpt, JsonOpt, SeedOpt, SpecArg, build_from_cli,
-                     handle_errors)
+from .common import (ArgOpt, Device, DeviceOpt, DTypeOpt, InputOpt, JsonOpt, MaxIterationsOpt, MaxMemoryOpt, SeedOpt,
+                     SpecArg, build_from_cli, handle_errors)
 
 
 @app.command("build")
@@ -25,11 +25,8 @@ def build_command(
     code: Annotated[bool, typer.Option("--code", help="Print the generated forward source.")] = False,
     depth: Annotated[Optional[int], typer.Option("--depth", help="Deepest tree level shown.", min=1,
                                                  show_default=False)] = None,
-    max_memory: Annotated[Optional[str], typer.Option("--max-memory", help="Refuse models larger than this "
-                                                      "(e.g. 8GB); default: half the free memory.",
-                                                      show_default=False)] = None,
-    max_iterations: Annotated[Optional[int], typer.Option("--max-iterations", min=1, help="Cap on while-loop "
-                                                          "iterations in the forward.", show_default=False)] = None,
+    max_memory: MaxMemoryOpt = None,
+    max_iterations: MaxIterationsOpt = None,
 ):
     """Compile SPEC to a torch.nn module, check shapes with a dry run, and show its module tree."""
     from ..errors import CgError

@@ -39,6 +39,16 @@ DeviceOpt = Annotated[Device, typer.Option("--device", help="Where to build and 
 DTypeOpt = Annotated[Optional[DType], typer.Option("--dtype", help="Floating dtype of parameters and inputs.", show_default=False)]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for weights, constants and random inputs.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print only JSON on stdout.")]
+MaxMemoryOpt = Annotated[
+    Optional[str],
+    typer.Option("--max-memory", help="Refuse models larger than this (e.g. 8GB); default: half the free memory.",
+                 show_default=False),
+]
+MaxIterationsOpt = Annotated[
+    Optional[int],
+    typer.Option("--max-iterations", min=1, help="Cap on while-loop iterations in the forward.", show_default=False),
+]
+
 
 
 def handle_errors(fn):

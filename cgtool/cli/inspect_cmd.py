@@ -10,6 +10,8 @@ import typer
 from . import app
 from .common import (
     ArgOpt,
+    MaxIterationsOpt,
+    MaxMemoryOpt,
     Device,
     DeviceOpt,
     DTypeOpt,
@@ -43,15 +45,6 @@ WeightsOpt = Annotated[
     Optional[str],
     typer.Option("--weights", help="Load a state_dict saved by `cgtool build SPEC --save FILE` before running.",
                  show_default=False),
-]
-MaxMemoryOpt = Annotated[
-    Optional[str],
-    typer.Option("--max-memory", help="Refuse models larger than this (e.g. 8GB); default: half the free memory.",
-                 show_default=False),
-]
-MaxIterationsOpt = Annotated[
-    Optional[int],
-    typer.Option("--max-iterations", min=1, help="Cap on while-loop iterations in the forward.", show_default=False),
 ]
 TrainOpt = Annotated[
     bool,
