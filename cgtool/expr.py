@@ -361,6 +361,16 @@ class _Evaluator:
         for s in stmts:
             self.stmt(s)
 
+    def loop_body(self, stmts) -> bool:
+        """Run one iteration of a loop body; False when it ended with `break`."""
+        try:
+            self.block(stmts)
+        except _Break:
+            return False
+        except _Continue:
+            pass
+        return True
+
     def stmt(self, s) -> None:
         if isinstance(s, ast.Assign):
             value = self.eval(s.value)
@@ -390,21 +400,13 @@ class _Evaluator:
                     raise CgError(f"the while loop ran more than {self.limits.max_loop_iterations:,} iterations",
                                   self.loc(s), hint="the loop may never end; raise the cap with --max-iterations "
                                   "if it really needs more")
-                try:
-                    self.block(s.body)
-                except _Break:
+                if not self.loop_body(s.body):
                     break
-                except _Continue:
-                    continue
         elif isinstance(s, ast.For):
             for item in self.iterate(self.eval(s.iter), s.iter):
                 self.bind(s.target, item, s)
-                try:
-                    self.block(s.body)
-                except _Break:
+                if not self.loop_body(s.body):
                     break
-                except _Continue:
-                    continue
         elif isinstance(s, ast.Break):
             raise _Break()
         elif isinstance(s, ast.Continue):

@@ -141,7 +141,7 @@ def load_spec(source, *, file: str | None = None, args: dict | None = None,
     if not file.startswith("<"):
         ctx.stack = (os.path.realpath(file),)
     data = yamlpos.load(text, file)
-    return _spec_from_data(data, file, Loc(file, 1, 1), overrides=args or {}, parent_env=None, ctx=ctx,
+    return _spec_from_data(data, file, Loc(file, 1, 1), overrides=args or {}, ctx=ctx,
                            default_name=_stem(file))
 
 
@@ -181,7 +181,7 @@ def _place(loc: Loc, where: str | None = None) -> str:
     return f"{loc}: {where}" if where else str(loc)
 
 
-def _spec_from_data(data, file, loc, *, overrides, parent_env, ctx: _Ctx, default_name) -> Spec:
+def _spec_from_data(data, file, loc, *, overrides, ctx: _Ctx, default_name) -> Spec:
     if ctx.depth > MAX_DEPTH:
         raise CgError(f"specs are nested more than {MAX_DEPTH} deep", loc, hint="flatten the nesting")
     if not isinstance(data, dict):
@@ -571,7 +571,7 @@ def _layer(entry, where, loc, env, ctx: _Ctx) -> Layer:
         inline_args = yamlpos.PosDict(env)
         inline_args.loc, inline_args.locs, inline_args.key_locs = loc, {}, {}
         inline["args"] = inline_args
-    spec = _spec_from_data(inline, loc.file or "<spec>", loc, overrides=overrides, parent_env=env, ctx=ctx,
+    spec = _spec_from_data(inline, loc.file or "<spec>", loc, overrides=overrides, ctx=ctx,
                            default_name=where.split(".")[-1].split("[")[0].capitalize() or "Block")
     return Layer(where, loc, spec=spec, repeat=repeat)
 
@@ -602,7 +602,7 @@ def _include(path, loc, args, ctx: _Ctx, where) -> Spec:
     display = os.path.relpath(full) if not os.path.relpath(full).startswith("..") else full
     data = yamlpos.load(text, display)
     sub = _Ctx(ctx.root_dir, (*ctx.stack, full), ctx.depth + 1, ctx.layer_count, ctx.limits)
-    return _spec_from_data(data, display, Loc(display, 1, 1), overrides=args, parent_env=None, ctx=sub,
+    return _spec_from_data(data, display, Loc(display, 1, 1), overrides=args, ctx=sub,
                            default_name=_stem(display))
 
 
