@@ -4,7 +4,7 @@
     >>> net = cgtool.build("configs/mlp.yaml")          # a real torch.nn.Module
     >>> net = cgtool.build(yaml_text, d_model=1024)      # args override the spec's `args`
 """
-from .compile import Built, build, build_model
+from .build.model import Built, build, build_model
 from .errors import CgError
 from .spec import load_spec
 

@@ -23,7 +23,7 @@ def test_every_config_builds(cli, config):
 
 
 def test_parameter_totals_match_torch(cli):
-    from cgtool.compile import build_model
+    from cgtool.build.model import build_model
 
     for config in ALL_CONFIGS:
         built = build_model(CONFIGS / config, device="meta", check=False)
@@ -76,7 +76,7 @@ def test_code_stdin_args_inputs(cli):
 
 
 def test_save_writes_loadable_state_dict(cli, tmp_path):
-    from cgtool.compile import build_model
+    from cgtool.build.model import build_model
 
     path = tmp_path / "w.pt"
     code, out, err = cli("build", CONFIGS / "mlp.yaml", "--save", path, "--seed", "3")

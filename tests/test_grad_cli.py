@@ -158,7 +158,7 @@ def test_check_passes():
 
 
 def test_check_fails_with_exit_3(monkeypatch):
-    from cgtool import paths
+    from cgtool.graph import paths
 
     real = paths.sum_over_paths
 

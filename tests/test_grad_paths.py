@@ -13,11 +13,11 @@ import pytest
 import sympy as sp
 import torch
 
-from cgtool import paths as P
-from cgtool import symbolic as S
+from cgtool.graph import paths as P
+from cgtool.graph import symbolic as S
 from cgtool.errors import CgError
-from cgtool.expr import evaluate, parse_expression
-from cgtool.grad import explain
+from cgtool.graph.expression import evaluate, parse_expression
+from cgtool.graph.gradients import explain
 
 # --------------------------------------------------------------------------- helpers
 
@@ -427,7 +427,7 @@ def test_symbolic_size_cap_says_so():
 
 def test_size_of_shared_forms_is_counted_not_built():
     ev = evaluate(parse_expression(chain(60)), {"w": 0.5})
-    from cgtool.grad import _Forms
+    from cgtool.graph.gradients import _Forms
 
     form = _Forms(ev, ev.graph.reachable(ev.root.id), 400).leaf_form(ev.root)
     assert form.size > 2**60  # the printed tree would be astronomically long

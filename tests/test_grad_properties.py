@@ -10,9 +10,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cgtool import paths as P
-from cgtool.expr import evaluate, parse_expression
-from cgtool.grad import explain
+from cgtool.graph import paths as P
+from cgtool.graph.expression import evaluate, parse_expression
+from cgtool.graph.gradients import explain
 
 LEAVES = ["a", "b", "w"]
 UNARY = ["sin", "cos", "tanh", "sigmoid", "exp"]

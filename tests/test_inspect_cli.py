@@ -220,7 +220,7 @@ def test_params_json_keys_and_tied_count():
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
 def test_params_every_config_on_meta(path):
-    from cgtool.compile import build_model
+    from cgtool.build.model import build_model
 
     model = build_model(str(path), device="meta", check=False).module
     data = cg_json("params", path, "--device", "meta")
@@ -292,9 +292,9 @@ def test_summary_json_keys_and_fancy_numbers():
 
 @pytest.mark.parametrize("name", ["mlp", "lenet5", "resnet_small", "tied_linear", "nest_mlp", "gpt2_block"])
 def test_summary_totals_match_torch(name):
-    from cgtool.compile import build_model
-    from cgtool.inputs import make_inputs
-    from cgtool.summary import EXTRA_FLOP_FORMULAS
+    from cgtool.build.model import build_model
+    from cgtool.build.inputs import make_inputs
+    from cgtool.inspect.summary import EXTRA_FLOP_FORMULAS
 
     data = cg_json("summary", config(name))
     built = build_model(config(name))

@@ -5,7 +5,7 @@ from torch import nn
 
 import handwritten as hw
 from cgtool import build
-from cgtool.compile import build_model
+from cgtool.build.model import build_model
 from conftest import CONFIGS
 
 

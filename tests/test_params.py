@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from cgtool.compile import build_model
+from cgtool.build.model import build_model
 from cgtool.errors import CgError
-from cgtool.params import param_table
+from cgtool.inspect.params import param_table
 
 CONFIGS = sorted(Path(__file__).resolve().parent.parent.joinpath("configs").glob("*.yaml"))
 

@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from cgtool.compile import build_model
+from cgtool.build.model import build_model
 from cgtool.errors import CgError
-from cgtool.inputs import make_inputs
-from cgtool.summary import EXTRA_FLOP_FORMULAS, summarize
+from cgtool.build.inputs import make_inputs
+from cgtool.inspect.summary import EXTRA_FLOP_FORMULAS, summarize
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted(ROOT.joinpath("configs").glob("*.yaml"))

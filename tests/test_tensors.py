@@ -10,16 +10,8 @@ import torch
 from torch import nn
 
 from cgtool.errors import CgError
-from cgtool.tensors import (
-    SMALL_NUMEL,
-    apply_weights,
-    describe_outputs,
-    flatten_outputs,
-    load_state_dict,
-    load_tensor,
-    save_output,
-    tensor_stats,
-)
+from cgtool.inspect.run import describe_outputs, tensor_stats
+from cgtool.inspect.tensorfiles import SMALL_NUMEL, apply_weights, flatten_outputs, load_state_dict, load_tensor, save_output
 
 
 def error_of(fn, *args) -> CgError:

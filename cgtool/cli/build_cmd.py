@@ -32,7 +32,7 @@ def build_command(
     from ..errors import CgError
     from ..render.build import render_structure, structure_json
     from ..render.console import print_json
-    from ..structure import describe
+    from ..inspect.structure import describe
 
     built, _ = build_from_cli(spec, args=arg, inputs=input, device=device, dtype=dtype, seed=seed,
                               max_memory=max_memory, max_iterations=max_iterations)
@@ -42,7 +42,7 @@ def build_command(
                           hint="build with --device cpu to save")
         if not save.endswith((".pt", ".pth")):
             raise CgError("weights are saved as a .pt file", "--save", hint="for example --save weights.pt")
-        from ..tensors import save_output
+        from ..inspect.tensorfiles import save_output
 
         save_output(built.module.state_dict(), save)
     structure = describe(built)

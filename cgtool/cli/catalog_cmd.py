@@ -21,7 +21,7 @@ def layers_command(
     from rich.markup import escape
     from rich.table import Table
 
-    from ..compile import _describe_params, layer_classes
+    from ..build.catalog import _describe_params, layer_classes
     from ..render.console import out, print_json
 
     rows = []
@@ -49,7 +49,7 @@ def validate_command(
     json: JsonOpt = False,
 ):
     """Check many specs: compile and dry-run each on meta tensors. Exit 1 if any is invalid."""
-    from ..compile import build_model
+    from ..build.model import build_model
     from ..errors import CgError
     from ..render.console import err, out, print_json
     from .common import read_text

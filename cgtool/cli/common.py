@@ -113,8 +113,9 @@ def parse_args(items: list[str] | None) -> dict:
 def build_from_cli(spec: str, *, args=None, inputs=None, device="cpu", dtype=None, seed: int = 0,
                    check: bool = True, max_memory: str | None = None, max_iterations: int | None = None):
     """Build a spec from command-line options: (Built, input tensors on the model's device)."""
-    from ..compile import build_model, parse_bytes
-    from ..inputs import example_inputs
+    from ..build.memory import parse_bytes
+    from ..build.model import build_model
+    from ..build.inputs import example_inputs
     from ..lang import Limits
 
     text, name = read_text(spec)

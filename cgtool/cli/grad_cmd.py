@@ -32,8 +32,8 @@ def grad_command(
     """Gradient paths of an expression: each path, its factors, contribution and symbolic form, the sum, and
     the check against autograd."""
     from ..errors import CheckFailed
-    from ..expr import parse_assignments
-    from ..grad import explain
+    from ..graph.expression import parse_assignments
+    from ..graph.gradients import explain
     from ..lang import DEFAULT_LIMITS, Limits
     from ..render.console import print_json
     from ..render.grad import grad_json, render_grad

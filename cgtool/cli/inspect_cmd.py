@@ -71,9 +71,9 @@ def params_cmd(
     max_memory: MaxMemoryOpt = None,
 ) -> None:
     """Parameter table: names, shapes, counts, trainable, dtype, device, shared tensors; buffers apart; totals."""
-    from ..params import param_table
+    from ..inspect.params import param_table
     from ..render.console import print_json
-    from ..render.tables import params_csv, params_json, print_params
+    from ..render.params import params_csv, params_json, print_params
 
     fmt = _format(json_out, fmt)
     # No dry run: the table needs shapes and dtypes only, never a forward.
@@ -104,8 +104,8 @@ def summary_cmd(
 ) -> None:
     """Per-layer table of one forward pass: input/output shapes, parameters, calls, FLOPs (torch's counter)."""
     from ..render.console import print_json
-    from ..render.tables import print_summary, summary_json
-    from ..summary import summarize
+    from ..render.summary import print_summary, summary_json
+    from ..inspect.summary import summarize
 
     built, tensors = build_from_cli(spec, args=arg, inputs=input, device=device, dtype=dtype, seed=seed,
                                     max_memory=max_memory, max_iterations=max_iterations)
@@ -134,8 +134,9 @@ def run_cmd(
 ) -> None:
     """Forward pass on the spec's inputs (seeded random, --input shapes or tensor files); prints or saves the output."""
     from ..render.console import print_json
-    from ..render.tables import print_run, run_json
-    from ..tensors import apply_weights, describe_outputs, load_state_dict, save_output
+    from ..render.run import print_run, run_json
+    from ..inspect.run import describe_outputs
+    from ..inspect.tensorfiles import apply_weights, load_state_dict, save_output
 
     built, tensors = build_from_cli(spec, args=arg, inputs=input, device=device, dtype=dtype, seed=seed,
                                     max_memory=max_memory, max_iterations=max_iterations)

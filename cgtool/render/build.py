@@ -8,8 +8,8 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.tree import Tree
 
-from ..compile import human_bytes
-from ..structure import Node, Structure
+from .units import human_bytes
+from ..inspect.structure import Node, Structure
 from .console import out
 
 

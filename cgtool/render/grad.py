@@ -7,8 +7,8 @@ import torch
 from rich.markup import escape
 from rich.table import Table
 
-from ..grad import Factor, GradientReport, GradReport, PathReport
-from ..symbolic import operand
+from ..graph.gradients import Factor, GradientReport, GradReport, PathReport
+from ..graph.symbolic import operand
 from .console import out
 
 MAX_GRAPH_ROWS = 60  # values shown in the graph table; the rest are counted

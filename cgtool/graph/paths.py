@@ -1,105 +1,14 @@
-"""The chain rule as a sum over paths, on a generic value graph.
-
-A :class:`ValueGraph` has values as nodes and operand slots as edges: the edge
-``out --slot i--> operand`` belongs to the one operation that made ``out`` and
-carries that operation's vector-Jacobian product with respect to that one slot.
-Two slots that read the same value are two edges (``y = w * w`` has two paths).
-The graph comes from an expression (:mod:`cgtool.expr`) or, later, from a model's
-autograd graph; this module only needs nodes added operands-first, so that node
-ids are a topological order (an edge always points to a smaller id).
-
-What it answers, for a root and a target:
-
-- :func:`count_paths`: the exact number of paths, by dynamic programming in
-  Python integers, linear in the graph (never by enumeration; 2**40 is fine);
-- :func:`sum_over_paths`: the sum of every path's product, by accumulating
-  adjoints along edges (linear too): it must equal autograd's gradient;
-- :func:`top_paths`: up to *k* paths, largest |contribution| first: an exact
-  best-first search for scalar graphs (the bound on what a partial path can still
-  reach is exact), and a bounded heuristic for tensor graphs;
-- :func:`contribution`: one path's VJP with every other edge masked.
+"""The chain rule as a sum over paths, on a Graph: counts, sums, top paths, one path's contribution.
 """
 from __future__ import annotations
-
 import heapq
 import math
-from dataclasses import dataclass, field
-from typing import Callable
-
+from dataclasses import dataclass
 import torch
+from .model import Edge, Path, ValueGraph
 
-# Tensor graphs: when there are at most this many paths, all are computed and sorted
-# exactly; beyond it, candidates come from a best-first search on edge magnitudes.
-EXACT_TENSOR_PATHS = 512
-# A hard bound on best-first steps, whatever the graph (ties and rounding cannot explode it).
-MAX_SEARCH_STEPS = 200_000
-
-
-@dataclass(eq=False)
-class Node:
-    """A value: a leaf (no operation) or the output of one operation."""
-
-    id: int
-    label: str
-    value: torch.Tensor | None = None
-    op: str | None = None  # what made it, for display ("+", "sin"); None for a leaf
-    info: object = None  # whatever the builder wants to keep (source text, operands, ...)
-
-    @property
-    def is_scalar(self) -> bool:
-        return self.value is not None and self.value.numel() == 1
-
-
-@dataclass(eq=False)
-class Edge:
-    """One operand slot of one operation: ``src`` (the output) depends on ``dst`` (the operand)."""
-
-    id: int
-    src: int
-    dst: int
-    slot: int  # which operand of the operation
-    op: str
-    vjp: Callable[[torch.Tensor], torch.Tensor]  # cotangent of src -> cotangent of dst through this slot only
-    derivative: float | None = None  # the local derivative, when both ends are scalars
-
-
-@dataclass
-class ValueGraph:
-    nodes: list[Node] = field(default_factory=list)
-    edges: list[Edge] = field(default_factory=list)
-    operands: list[list[int]] = field(default_factory=list)  # node id -> its edges, in slot order
-
-    def add_node(self, label: str, value=None, op=None, info=None) -> Node:
-        node = Node(len(self.nodes), label, value, op, info)
-        self.nodes.append(node)
-        self.operands.append([])
-        return node
-
-    def add_edge(self, src: Node, dst: Node, slot: int, op: str, vjp, derivative: float | None = None) -> Edge:
-        if dst.id >= src.id:
-            raise ValueError(f"edge {src.label} -> {dst.label} is not topological (operands must be added first)")
-        edge = Edge(len(self.edges), src.id, dst.id, slot, op, vjp, derivative)
-        self.edges.append(edge)
-        self.operands[src.id].append(edge.id)
-        return edge
-
-    def reachable(self, root: int) -> list[int]:
-        """Ids of the nodes *root* depends on (itself included), in increasing order."""
-        seen = [False] * len(self.nodes)
-        seen[root] = True
-        for v in range(root, -1, -1):
-            if seen[v]:
-                for e in self.operands[v]:
-                    seen[self.edges[e].dst] = True
-        return [v for v in range(root + 1) if seen[v]]
-
-
-@dataclass
-class Path:
-    """A path from the root down to the target, as its edges (root side first)."""
-
-    edges: tuple[int, ...]
-    score: float = 0.0  # log |contribution| used to order (scalar graphs: exact)
+EXACT_TENSOR_PATHS = 512  # tensor graphs: up to this many paths are all computed and sorted exactly
+MAX_SEARCH_STEPS = 200_000  # a hard bound on best-first steps, whatever the graph
 
 
 # --------------------------------------------------------------------------- counting

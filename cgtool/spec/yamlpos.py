@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import yaml
 
-from .errors import CgError, Loc
+from ..errors import CgError, Loc
 
 MAX_BYTES = 2_000_000
 MAX_ALIASES = 200

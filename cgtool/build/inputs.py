@@ -6,8 +6,8 @@ import re
 
 import torch
 
-from .errors import CgError, did_you_mean
-from .spec import InputSpec, Spec
+from ..errors import CgError, did_you_mean
+from ..spec import InputSpec, Spec
 
 _SHAPE = re.compile(r"^\[?\s*\d+(\s*[,x×]\s*\d+)*\s*\]?$|^\[\s*\]$|^$")
 
@@ -47,7 +47,7 @@ def apply_overrides(spec: Spec, overrides: list[str]) -> tuple[dict[str, InputSp
         place = f"--input {name}"
         base = declared.get(name) or InputSpec(name, ())
         if _is_file(value.strip()):
-            from .tensors import load_tensor
+            from ..inspect.tensorfiles import load_tensor
 
             tensor = load_tensor(value.strip(), name)
             _check_given(tensor, declared.get(name), place)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
-from .errors import CgError
+from ..errors import CgError
 
 Shape = list[int]
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .errors import CgError
-from .tensors import dtype_name
+from ..errors import CgError
+from .tensorfiles import dtype_name
 
 
 @dataclass(frozen=True)

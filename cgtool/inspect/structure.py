@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .compile import Built
+from ..build.model import Built
 
 
 @dataclass

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 import torch
 
 from . import paths as P
+from .model import Edge, Node
 from . import symbolic as S
-from .errors import CgError, did_you_mean
-from .expr import Evaluation, autograd_gradients, evaluate, parse_expression
-from .lang import DEFAULT_LIMITS, Limits
+from ..errors import CgError, did_you_mean
+from .expression import Evaluation, autograd_gradients, evaluate, parse_expression
+from ..lang import DEFAULT_LIMITS, Limits
 
 MAX_SYMBOLIC_PATHS = 64  # a total is written out path by path only up to this many paths
 MAX_JACOBIAN = 64  # entries of a tensor edge's local Jacobian that are shown
@@ -150,19 +151,19 @@ def _targets(ev: Evaluation, wrt: list[str] | None):
     return out
 
 
-def _graph_node(ev: Evaluation, node: P.Node) -> GraphNode:
+def _graph_node(ev: Evaluation, node: Node) -> GraphNode:
     value = _number(node.value) if ev.numeric else None
     return GraphNode(node.label, _definition(node), value, list(node.value.shape))
 
 
-def _definition(node: P.Node) -> str | None:
+def _definition(node: Node) -> str | None:
     """How a node is computed: in its operands' labels (``a * b``) where a rule can say so,
     else the user's source text. None for a leaf."""
     info = node.info
     if info.key == "leaf":
         return None
     if info.operands is not None:
-        operands = [S.ref(o.label) if isinstance(o, P.Node) else S.constant(o) for o in info.operands]
+        operands = [S.ref(o.label) if isinstance(o, Node) else S.constant(o) for o in info.operands]
         if all(o is not None for o in operands):
             form = S.forward(info.key, operands)
             if form is not None:
@@ -179,7 +180,7 @@ def _number(t: torch.Tensor):
     return float(t) if t.dim() == 0 else t
 
 
-def _like(x, node: P.Node):
+def _like(x, node: Node):
     """*x* (a float or a tensor) shaped like *node*'s value."""
     shape = node.value.shape
     if isinstance(x, torch.Tensor):
@@ -221,19 +222,19 @@ class _Forms:
         if not all(ev.graph.nodes[v].is_scalar for v in reachable):
             self.why = "symbolic forms are given for scalar expressions only"
 
-    def _operands(self, node: P.Node, leaves: bool) -> list[S.Sym] | None:
+    def _operands(self, node: Node, leaves: bool) -> list[S.Sym] | None:
         ops = node.info.operands
         if ops is None:
             return None
         out = []
         for o in ops:
-            s = (self.leaf_form(o) if leaves else S.ref(o.label)) if isinstance(o, P.Node) else S.constant(o)
+            s = (self.leaf_form(o) if leaves else S.ref(o.label)) if isinstance(o, Node) else S.constant(o)
             if s is None:
                 return None
             out.append(s)
         return out
 
-    def leaf_form(self, node: P.Node) -> S.Sym | None:
+    def leaf_form(self, node: Node) -> S.Sym | None:
         """The node as an expression of the leaves (shared subtrees; may be huge when printed)."""
         if node.id in self._leaf:
             return self._leaf[node.id]
@@ -249,7 +250,7 @@ class _Forms:
             self._leaf[v] = None if ops is None else S.forward(n.info.key, ops)
         return self._leaf[node.id]
 
-    def factor(self, edge: P.Edge, leaves: bool) -> S.Sym | None:
+    def factor(self, edge: Edge, leaves: bool) -> S.Sym | None:
         if self.why:
             return None
         node = self.ev.graph.nodes[edge.src]
@@ -269,7 +270,7 @@ class _Forms:
 # --------------------------------------------------------------------------- one gradient
 
 
-def _gradient(ev: Evaluation, target: P.Node, grad: torch.Tensor, max_paths: int, forms: _Forms) -> GradientReport:
+def _gradient(ev: Evaluation, target: Node, grad: torch.Tensor, max_paths: int, forms: _Forms) -> GradientReport:
     g = ev.graph
     root = ev.root.id
     counts = P.path_counts(g, root, target.id)
@@ -350,7 +351,7 @@ def _factor_text(f: S.Sym) -> str:
     return f"({f})" if f.kind in ("add", "sub") else str(f)
 
 
-def _edge_value(ev: Evaluation, edge: P.Edge):
+def _edge_value(ev: Evaluation, edge: Edge):
     if edge.derivative is not None:
         return edge.derivative
     src, dst = ev.graph.nodes[edge.src].value, ev.graph.nodes[edge.dst].value
@@ -364,7 +365,7 @@ def _edge_value(ev: Evaluation, edge: P.Edge):
     return torch.stack(rows).reshape(tuple(src.shape) + tuple(dst.shape)).detach()
 
 
-def _total_symbolic(ev: Evaluation, target: P.Node, counts, listing: P.Listing, forms: _Forms):
+def _total_symbolic(ev: Evaluation, target: Node, counts, listing: P.Listing, forms: _Forms):
     """The symbolic sum over paths, written path by path, or why it is omitted."""
     if forms.why:
         return None, forms.why

@@ -1,120 +1,15 @@
-"""Spec loading and validation: YAML text in, plain dataclasses out.
-
-A spec describes one module (``kind``: sequential, modulelist, moduledict,
-module). Loading resolves ``args`` (with overrides), evaluates constructor calls
-(``Linear(d, 4 * d)``) to :class:`Call` values, reads nested specs (inline or by
-file), and checks the forward program with :mod:`cgtool.lang`. Nothing here
-builds torch modules; :mod:`cgtool.compile` does that.
+"""Loading a spec: YAML with positions, validated into dataclasses, with readable errors.
 """
 from __future__ import annotations
-
 import ast
 import os
 from dataclasses import dataclass, field
-
 import torch
-
-from . import lang, yamlpos
-from .errors import CgError, Loc, did_you_mean
-
-KINDS = ("sequential", "modulelist", "moduledict", "module")
-INITS = ("rand", "randn", "zeros", "ones", "eye", "full", "arange")
-DTYPES = {
-    "float32": torch.float32, "float": torch.float32, "float64": torch.float64, "double": torch.float64,
-    "float16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,
-    "int64": torch.long, "long": torch.long, "int32": torch.int32, "int": torch.int32, "bool": torch.bool,
-}  # fmt: skip
-MAX_DEPTH = 16  # nested specs, inline or by file
-MAX_REPEAT = 10_000
-MAX_LAYERS = 100_000
-TOP_KEYS = {"name", "kind", "description", "args", "inputs", "layers", "modules", "constants", "parameters",
-            "forward", "tie"}  # fmt: skip
-
-
-# --------------------------------------------------------------------------- data
-
-
-@dataclass
-class Call:
-    """A layer constructor call with evaluated arguments: ``Linear(784, 256)``."""
-
-    type: str
-    args: list
-    kwargs: dict
-    text: str  # how it reads, for messages and trees
-    loc: Loc
-
-
-@dataclass
-class Layer:
-    """One entry of ``layers``/``modules``: exactly one of call, ref or spec is set."""
-
-    where: str  # spec path: layers[2], modules.linear
-    loc: Loc
-    call: Call | None = None
-    ref: str | None = None
-    spec: "Spec | None" = None
-    repeat: int | None = None
-
-    @property
-    def text(self) -> str:
-        if self.call is not None:
-            return self.call.text
-        if self.ref is not None:
-            return f"ref {self.ref}"
-        return f"{self.spec.name} ({self.spec.kind})"
-
-
-@dataclass
-class InputSpec:
-    name: str
-    shape: tuple[int, ...]
-    dtype: torch.dtype = torch.float32
-    low: float | None = None  # integer inputs: random values in [low, high)
-    high: float | None = None
-    dims: dict[str, int] = field(default_factory=dict)  # named dims -> index
-    loc: Loc | None = None
-
-
-@dataclass
-class TensorSpec:
-    """A constant (buffer) or a free parameter."""
-
-    name: str
-    shape: tuple[int, ...]
-    init: str | None = None  # one of INITS, or None with `value`
-    value: object = None  # literal list, or the fill value for init: full
-    scale: float | None = None
-    dtype: torch.dtype | None = None
-    loc: Loc | None = None
-
-    @property
-    def numel(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n
-
-
-@dataclass
-class Spec:
-    name: str
-    kind: str
-    file: str
-    loc: Loc
-    args: dict = field(default_factory=dict)
-    inputs: dict[str, InputSpec] = field(default_factory=dict)
-    layers: list[tuple[str | None, Layer]] = field(default_factory=list)  # sequential / modulelist / moduledict / module
-    constants: dict[str, TensorSpec] = field(default_factory=dict)
-    parameters: dict[str, TensorSpec] = field(default_factory=dict)
-    forward: lang.Program | None = None
-    ties: list[tuple[str, str, Loc]] = field(default_factory=list)
-    description: str | None = None
-    declared_inputs: bool = False  # False: a block that takes `x`
-
-    @property
-    def input_names(self) -> list[str]:
-        return list(self.inputs) if self.inputs else ["x"]
+from .. import lang
+from . import yamlpos
+from .values import eval_constant
+from ..errors import CgError, Loc, did_you_mean
+from .model import DTYPES, INITS, KINDS, MAX_DEPTH, MAX_LAYERS, MAX_REPEAT, TOP_KEYS, Call, InputSpec, Layer, Spec, TensorSpec
 
 
 # --------------------------------------------------------------------------- loading
@@ -321,7 +216,7 @@ def _string_value(text, env, loc, what, limits):
         return tree.body.value if not isinstance(tree.body.value, str) else str(text)
     if not names and not isinstance(tree.body, (ast.BinOp, ast.UnaryOp, ast.Tuple, ast.List)):
         return str(text)
-    return lang.eval_constant(text, env, loc, what=what, limits=limits)
+    return eval_constant(text, env, loc, what=what, limits=limits)
 
 
 def _int(value, loc, what, *, minimum=0) -> int:
@@ -621,7 +516,7 @@ def _call_from_text(text, env, loc, where, ctx: _Ctx) -> Call:
     def call(name, args, kwargs, node):
         return Call(name, args, kwargs, call_text(name, args, kwargs), loc)
 
-    value = lang.eval_constant(stripped, env, loc, what=f"{where} layer", call=call, limits=ctx.limits)
+    value = eval_constant(stripped, env, loc, what=f"{where} layer", call=call, limits=ctx.limits)
     if not isinstance(value, Call):
         raise CgError(f"{where}: {text!r} is not a layer call", loc, hint="write a call such as 'Linear(784, 256)'")
     return value

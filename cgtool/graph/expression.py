@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .errors import CgError, Loc, did_you_mean
-from .lang import CONSTANT_NAMES, DEFAULT_LIMITS, FUNCTIONS, Limits, Program, Source, make_guards, parse
-from .paths import Node, ValueGraph
+from ..errors import CgError, Loc, did_you_mean
+from ..lang import CONSTANT_NAMES, DEFAULT_LIMITS, FUNCTIONS, Limits, Program, Source, make_guards, parse
+from .model import Node, ValueGraph
 
 DTYPE = torch.float64
 MAX_OPERATIONS = 100_000  # operations one evaluation may record (loops included)

@@ -1,0 +1,1 @@
+"""Computational graphs: the Graph data model, the path engine, symbolic forms, gradient explanations."""

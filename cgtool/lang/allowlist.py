@@ -1,0 +1,239 @@
+"""What the forward language allows: functions, attributes, statements, expressions, operators.
+"""
+from __future__ import annotations
+import ast
+import builtins
+import math
+import torch
+import torch.nn.functional as F
+
+
+# --------------------------------------------------------------------------- allow-lists
+
+
+def _reduce(torch_fn, py_fn):
+    """``sum``/``max``/``min``: torch's on tensors, Python's on lists and numbers."""
+
+    def fn(*args, **kw):
+        if args and isinstance(args[0], torch.Tensor):
+            return torch_fn(*args, **kw)
+        return py_fn(*args, **kw)
+
+    fn.__name__ = torch_fn.__name__
+    return fn
+
+
+def _dropout(training, x, p=0.5, training_=None, inplace=False):
+    return F.dropout(x, p, training if training_ is None else training_, inplace)
+
+
+def _norm(x, *args, **kw):
+    return torch.linalg.vector_norm(x, *args, **kw) if not args and not kw else torch.norm(x, *args, **kw)
+
+
+# Functions a program may call by name. Creation functions (zeros, rand, ...) come
+# from make_guards() so their sizes are capped. One line per function.
+FUNCTIONS: dict[str, object] = {
+    # activations
+    "relu": torch.relu,
+    "gelu": F.gelu,
+    "silu": F.silu,
+    "elu": F.elu,
+    "leaky_relu": F.leaky_relu,
+    "softplus": F.softplus,
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "softmax": F.softmax,
+    "log_softmax": F.log_softmax,
+    # elementwise
+    "exp": torch.exp,
+    "log": torch.log,
+    "log1p": torch.log1p,
+    "expm1": torch.expm1,
+    "sin": torch.sin,
+    "cos": torch.cos,
+    "tan": torch.tan,
+    "sqrt": torch.sqrt,
+    "rsqrt": torch.rsqrt,
+    "erf": torch.erf,
+    "sign": torch.sign,
+    "floor": torch.floor,
+    "ceil": torch.ceil,
+    "clamp": torch.clamp,
+    "maximum": torch.maximum,
+    "minimum": torch.minimum,
+    "pow": torch.pow,
+    "where": torch.where,
+    # reductions
+    "sum": _reduce(torch.sum, builtins.sum),
+    "max": _reduce(torch.max, builtins.max),
+    "min": _reduce(torch.min, builtins.min),
+    "mean": torch.mean,
+    "prod": torch.prod,
+    "norm": _norm,
+    "amax": torch.amax,
+    "amin": torch.amin,
+    "argmax": torch.argmax,
+    "argmin": torch.argmin,
+    "logsumexp": torch.logsumexp,
+    "cumsum": torch.cumsum,
+    # linear algebra
+    "mm": torch.mm,
+    "matmul": torch.matmul,
+    "bmm": torch.bmm,
+    "einsum": torch.einsum,
+    "outer": torch.outer,
+    "dot": torch.dot,
+    "linear": F.linear,
+    # shapes
+    "cat": torch.cat,
+    "stack": torch.stack,
+    "reshape": torch.reshape,
+    "flatten": torch.flatten,
+    "transpose": torch.transpose,
+    "permute": torch.permute,
+    "unsqueeze": torch.unsqueeze,
+    "squeeze": torch.squeeze,
+    "chunk": torch.chunk,
+    "split": torch.split,
+    "tril": torch.tril,
+    "triu": torch.triu,
+    "masked_fill": torch.masked_fill,
+    "zeros_like": torch.zeros_like,
+    "ones_like": torch.ones_like,
+    "rand_like": torch.rand_like,
+    "randn_like": torch.randn_like,
+    "full_like": torch.full_like,
+    # neural-network functions
+    "dropout": _dropout,  # rewritten to pass the module's training flag
+    "layer_norm": F.layer_norm,
+    "conv2d": F.conv2d,
+    "max_pool2d": F.max_pool2d,
+    "avg_pool2d": F.avg_pool2d,
+    "adaptive_avg_pool2d": F.adaptive_avg_pool2d,
+    "scaled_dot_product_attention": F.scaled_dot_product_attention,
+    "embedding": F.embedding,
+    "one_hot": F.one_hot,
+    "cross_entropy": F.cross_entropy,
+    "mse_loss": F.mse_loss,
+    # plain Python helpers
+    "len": len,
+    "enumerate": enumerate,
+    "zip": zip,
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "abs": abs,
+    "round": round,
+    "range": range,  # compiled as the capped _cg_range
+    # creation (capped versions bound by make_guards)
+    "zeros": torch.zeros,
+    "ones": torch.ones,
+    "rand": torch.rand,
+    "randn": torch.randn,
+    "full": torch.full,
+    "arange": torch.arange,
+    "eye": torch.eye,
+}
+
+CONSTANT_NAMES = {"pi": math.pi, "inf": math.inf, "e": math.e}
+
+# Attribute names a program may read (x.shape) or call (x.sum()). No name here
+# reaches the interpreter from any object a program can hold: tensors, modules,
+# numbers, tuples, strings, dtypes.
+ATTRIBUTES = frozenset(
+    """
+    shape T mT H ndim dtype device data real imag is_floating_point
+    sum mean std var max min amax amin argmax argmin prod cumsum norm logsumexp all any
+    abs exp log log1p sqrt rsqrt pow sin cos tan tanh sigmoid relu softmax log_softmax clamp clip
+    neg reciprocal sign floor ceil round square
+    add sub mul div matmul mm bmm dot
+    eq ne lt le gt ge
+    view reshape flatten transpose permute unsqueeze squeeze contiguous size dim numel t
+    expand expand_as view_as reshape_as chunk split unbind narrow flip roll
+    tril triu masked_fill gather index_select topk sort
+    float double half long int bool type_as detach clone item
+    weight bias in_features out_features num_embeddings embedding_dim
+    items keys values
+    """.split()
+)
+
+STATEMENTS = {
+    ast.Assign: None,
+    ast.AugAssign: None,
+    ast.Return: None,
+    ast.If: None,
+    ast.While: None,
+    ast.For: None,
+    ast.Break: None,
+    ast.Continue: None,
+    ast.Pass: None,
+    ast.Expr: None,
+}
+
+EXPRESSIONS = (
+    ast.BinOp,
+    ast.UnaryOp,
+    ast.BoolOp,
+    ast.Compare,
+    ast.Call,
+    ast.Attribute,
+    ast.Subscript,
+    ast.Slice,
+    ast.Tuple,
+    ast.List,
+    ast.Constant,
+    ast.Name,
+    ast.IfExp,
+    ast.ListComp,
+    ast.comprehension,
+    ast.keyword,
+)
+
+OPERATORS = (
+    ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow, ast.MatMult,
+    ast.UAdd, ast.USub, ast.Not, ast.Invert, ast.And, ast.Or,
+    ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.Is, ast.IsNot, ast.In, ast.NotIn,
+    ast.Load, ast.Store,
+)  # fmt: skip
+
+# What a forbidden construct is called in an error message.
+FORBIDDEN = {
+    ast.Import: "import",
+    ast.ImportFrom: "import",
+    ast.Lambda: "lambda",
+    ast.FunctionDef: "def",
+    ast.AsyncFunctionDef: "def",
+    ast.ClassDef: "class",
+    ast.With: "with",
+    ast.AsyncWith: "with",
+    ast.Try: "try",
+    ast.Global: "global",
+    ast.Nonlocal: "nonlocal",
+    ast.Delete: "del",
+    ast.Raise: "raise",
+    ast.Assert: "assert",
+    ast.Yield: "yield",
+    ast.YieldFrom: "yield",
+    ast.Await: "await",
+    ast.NamedExpr: "the := operator",
+    ast.JoinedStr: "f-strings",
+    ast.Dict: "dict literals",
+    ast.Set: "set literals",
+    ast.DictComp: "dict comprehensions",
+    ast.SetComp: "set comprehensions",
+    ast.GeneratorExp: "generator expressions",
+    ast.Starred: "* unpacking",
+    ast.AnnAssign: "annotations",
+    ast.LShift: "<<",
+    ast.RShift: ">>",
+    ast.BitAnd: "&",
+    ast.BitOr: "|",
+    ast.BitXor: "^",
+}
+if hasattr(ast, "TryStar"):
+    FORBIDDEN[ast.TryStar] = "try"
+if hasattr(ast, "Match"):
+    FORBIDDEN[ast.Match] = "match"
+
+

@@ -1,0 +1,257 @@
+"""Parsing and checking: the language, and nothing else, gets through.
+"""
+from __future__ import annotations
+import ast
+from dataclasses import dataclass, field
+from ..errors import CgError, Loc, did_you_mean
+from .allowlist import ATTRIBUTES, CONSTANT_NAMES, EXPRESSIONS, FORBIDDEN, FUNCTIONS, OPERATORS, STATEMENTS
+from .limits import DEFAULT_LIMITS, Limits
+
+
+# --------------------------------------------------------------------------- parsing and checking
+
+
+@dataclass
+class Source:
+    """Where a program's text lives: its file and the file position of its first character."""
+
+    text: str
+    file: str = "<expr>"
+    line: int = 1  # file line of the text's first line
+    col: int = 0  # columns added to every line (block-scalar indentation)
+
+    def loc(self, node_or_line, col: int | None = None) -> Loc:
+        if isinstance(node_or_line, ast.AST):
+            line = getattr(node_or_line, "lineno", None)
+            col = getattr(node_or_line, "col_offset", None)
+            col = None if col is None else col + 1
+        else:
+            line = node_or_line
+        if line is None:
+            return Loc(self.file)
+        return Loc(self.file, line + self.line - 1, None if col is None else col + self.col)
+
+    def segment(self, node: ast.AST) -> str:
+        """The user's text of *node* (positions are still relative to the text)."""
+        text = ast.get_source_segment(self.text, node)
+        return text if text is not None else ast.unparse(node)
+
+
+@dataclass
+class Program:
+    """A checked program: its AST (positions relative to ``source.text``) and what it names."""
+
+    tree: ast.Module
+    source: Source
+    assigned: list[str] = field(default_factory=list)  # names assigned, in source order, unique
+    free: list[str] = field(default_factory=list)  # names read but never defined (grad's leaves)
+    calls: set[str] = field(default_factory=set)  # allow-listed functions it calls
+    has_return: bool = False
+
+
+def parse(
+    source: Source,
+    known: set[str] | None = None,
+    *,
+    reserved: dict[str, str] | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> Program:
+    """Parse and check *source*.
+
+    ``known`` holds the names the program may read besides the functions
+    (inputs, modules, constants, args). With ``known=None`` unknown names are
+    allowed and collected in ``Program.free`` (the leaves of an expression).
+    ``reserved`` maps names that may be read but not rebound to what they name.
+    """
+    if len(source.text) > limits.max_source_chars:
+        raise CgError(f"program is {len(source.text):,} characters, over the cap of {limits.max_source_chars:,}",
+                      source.loc(1))
+    try:
+        tree = ast.parse(source.text.replace("\t", "    "), filename=source.file, mode="exec")
+    except SyntaxError as e:
+        bad = f" in `{e.text.strip()}`" if e.text and e.text.strip() else ""
+        raise CgError(f"syntax error: {e.msg}{bad}", source.loc(e.lineno or 1, e.offset),
+                      hint="the forward language is a small subset of Python") from None
+    except (ValueError, RecursionError, MemoryError) as e:
+        raise CgError(f"cannot parse program: {e}", source.loc(1)) from None
+    checker = Checker(source, known, reserved or {})
+    checker.check(tree)
+    return Program(tree, source, checker.assigned, checker.free, checker.calls, checker.has_return)
+
+
+class Checker(ast.NodeVisitor):
+    """Accepts the language and nothing else; raises CgError at the first offence."""
+
+    def __init__(self, source: Source, known: set[str] | None, reserved: dict[str, str] | None = None):
+        self.source = source
+        self.known = known
+        self.reserved = reserved or {}
+        self.assigned: list[str] = []
+        self.free: list[str] = []
+        self.calls: set[str] = set()
+        self.has_return = False
+        self.depth = 0
+
+    # -- helpers
+    def fail(self, node, message, hint=None):
+        raise CgError(message, self.source.loc(node), hint)
+
+    def check(self, tree: ast.Module):
+        # Names assigned anywhere count as defined: a name read before it is
+        # assigned on every path is caught when the program runs.
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                if node.id not in self.assigned:
+                    self.assigned.append(node.id)
+        for stmt in tree.body:
+            self.visit(stmt)
+
+    def generic_visit(self, node):
+        kind = type(node)
+        if kind in FORBIDDEN:
+            self.fail(node, f"{FORBIDDEN[kind]} is not allowed in the forward language",
+                      hint="allowed: assignments, return, if/elif/else, while, for, break, continue, "
+                      "arithmetic, comparisons and calls of allow-listed functions")
+        if kind not in STATEMENTS and not isinstance(node, EXPRESSIONS) and not isinstance(node, OPERATORS) \
+                and not isinstance(node, (ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop)):
+            self.fail(node, f"{kind.__name__} is not allowed in the forward language")
+        if isinstance(node, (ast.operator, ast.unaryop, ast.cmpop, ast.boolop)) and not isinstance(node, OPERATORS):
+            self.fail(node, f"operator {kind.__name__} is not allowed")
+        self.depth += 1
+        if self.depth > 200:
+            self.fail(node, "program is nested too deeply")
+        super().generic_visit(node)
+        self.depth -= 1
+
+    # -- statements
+    def visit_Assign(self, node):
+        for t in node.targets:
+            self.check_target(t)
+        self.visit(node.value)
+
+    def visit_AugAssign(self, node):
+        if not isinstance(node.target, (ast.Name, ast.Subscript)):
+            self.fail(node.target, "augmented assignment needs a name")
+        self.check_target(node.target)
+        self.generic_visit(node.op)
+        self.visit(node.value)
+
+    def check_target(self, t):
+        if isinstance(t, ast.Name):
+            self.check_name(t)
+            if t.id in self.reserved:
+                self.fail(t, f"cannot assign to {t.id!r}: it names {self.reserved[t.id]}",
+                          hint="choose another variable name")
+        elif isinstance(t, (ast.Tuple, ast.List)):
+            for e in t.elts:
+                self.check_target(e)
+        elif isinstance(t, ast.Subscript):
+            self.visit(t)
+        else:
+            self.fail(t, f"cannot assign to {ast.unparse(t)}", hint="assign to a plain name")
+
+    def visit_Return(self, node):
+        self.has_return = True
+        if node.value is not None:
+            self.visit(node.value)
+
+    def visit_For(self, node):
+        if node.orelse:
+            self.fail(node, "for ... else is not allowed")
+        self.check_target(node.target)
+        self.visit(node.iter)
+        for s in node.body:
+            self.visit(s)
+
+    def visit_While(self, node):
+        if node.orelse:
+            self.fail(node, "while ... else is not allowed")
+        self.visit(node.test)
+        for s in node.body:
+            self.visit(s)
+
+    def visit_Expr(self, node):
+        if not isinstance(node.value, ast.Call):
+            if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+                return  # a docstring-like comment
+            self.fail(node, "an expression on its own does nothing", hint="assign it to a name or return it")
+        self.visit(node.value)
+
+    # -- expressions
+    def check_name(self, node: ast.Name):
+        if node.id.startswith("_"):
+            self.fail(node, f"names starting with '_' are reserved: {node.id!r}", hint="rename it")
+        if node.id == "self":
+            self.fail(node, "'self' is not available in the forward language",
+                      hint="refer to modules, constants and parameters by their spec names")
+
+    def visit_Name(self, node: ast.Name):
+        self.check_name(node)
+        if isinstance(node.ctx, ast.Store):
+            return
+        name = node.id
+        if name in FUNCTIONS or name in CONSTANT_NAMES or name in self.assigned:
+            return
+        if name in ("True", "False", "None"):
+            return
+        if self.known is None:
+            if name not in self.free:
+                self.free.append(name)
+            return
+        if name in self.known:
+            return
+        defined = sorted(self.known | set(self.assigned))
+        hint = did_you_mean(name, list(self.known) + self.assigned + list(FUNCTIONS))
+        listing = ", ".join(defined) if defined else "nothing"
+        self.fail(node, f"unknown name {name!r} (defined here: {listing})",
+                  hint=hint or "define it in the spec (inputs, modules, constants, parameters, args) or assign it first")
+
+    def visit_Call(self, node: ast.Call):
+        func = node.func
+        if isinstance(func, ast.Name) and func.id in FUNCTIONS and func.id not in self.assigned \
+                and (self.known is None or func.id not in self.known):
+            self.calls.add(func.id)
+        elif isinstance(func, ast.Name) and self.known is None and func.id not in self.assigned:
+            hint = did_you_mean(func.id, FUNCTIONS)
+            self.fail(func, f"unknown function {func.id!r}",
+                      hint=hint or f"allowed functions: {', '.join(sorted(FUNCTIONS))}")
+        for kw in node.keywords:
+            if kw.arg is None:
+                self.fail(kw, "** unpacking is not allowed")
+        self.generic_visit(node)
+
+    def visit_Attribute(self, node: ast.Attribute):
+        if node.attr.startswith("_") or node.attr not in ATTRIBUTES:
+            hint = did_you_mean(node.attr, ATTRIBUTES)
+            self.fail(node, f"attribute .{node.attr} is not allowed",
+                      hint=hint or "allowed attributes include .shape, .T, .sum(), .view(), .reshape(), .mean()")
+        self.visit(node.value)
+
+    def visit_Constant(self, node: ast.Constant):
+        v = node.value
+        if isinstance(v, (bytes, complex)):
+            self.fail(node, f"{type(v).__name__} constants are not allowed")
+        if isinstance(v, str) and len(v) > 1000:
+            self.fail(node, "string constant is too long")
+
+    def visit_ListComp(self, node):
+        for gen in node.generators:
+            if gen.is_async:
+                self.fail(node, "async comprehensions are not allowed")
+            self.check_target(gen.target)
+            self.visit(gen.iter)
+            for cond in gen.ifs:
+                self.visit(cond)
+        self.visit(node.elt)
+
+
+def check_forward(source: Source, known: dict[str, str], *, limits: Limits = DEFAULT_LIMITS) -> Program:
+    """Parse a spec forward. ``known`` maps each readable name to what it is ('module', 'input', ...)."""
+    reserved = {k: f"a {v}" for k, v in known.items() if v in ("module", "constant", "parameter", "container")}
+    prog = parse(source, set(known), reserved=reserved, limits=limits)
+    if not prog.has_return:
+        raise CgError("forward has no return statement", source.loc(max(1, len(source.text.splitlines()))),
+                      hint="end the forward with `return <value>`")
+    return prog
+
+

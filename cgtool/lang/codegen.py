@@ -1,0 +1,193 @@
+"""Code generation: a checked program becomes a real Python function with guards and caps.
+"""
+from __future__ import annotations
+import ast
+import builtins
+from dataclasses import dataclass
+from ..errors import Loc
+from .allowlist import CONSTANT_NAMES, FUNCTIONS, _dropout
+from .check import Program
+from .limits import DEFAULT_LIMITS, Limits, make_guards
+
+
+# --------------------------------------------------------------------------- compilation
+
+
+class _Lower(ast.NodeTransformer):
+    """Rewrites a checked program into the code that runs: guards, caps, dropout's flag."""
+
+    def __init__(self, training_expr: ast.expr | None, shadowed: set[str]):
+        self.counter = 0
+        self.training_expr = training_expr
+        self.shadowed = shadowed  # spec names and variables that hide a function of the same name
+
+    def visit_BinOp(self, node):
+        node.left = self.visit(node.left)
+        node.right = self.visit(node.right)
+        helper = {ast.Pow: "_cg_pow", ast.Mult: "_cg_mul"}.get(type(node.op))
+        if helper is None:
+            return node
+        # Products and powers of literal numbers are safe and common (4 * d): keep them inline.
+        if isinstance(node.left, ast.Constant) and isinstance(node.right, ast.Constant) \
+                and isinstance(node.right.value, (int, float)) and abs(node.right.value) < 64 \
+                and isinstance(node.left.value, (int, float)):
+            return node
+        call = ast.Call(ast.Name(helper, ast.Load()), [node.left, node.right], [])
+        return ast.copy_location(call, node)
+
+    def visit_AugAssign(self, node):
+        # `a += b` rebinds `a` to a new value (a = a + b) rather than mutating a tensor
+        # in place: no aliasing surprises, and autograd never sees an in-place op on a
+        # leaf. An explicit subscript target (x[0] += 1) stays in place.
+        self.generic_visit(node)
+        if isinstance(node.target, ast.Name):
+            binop = ast.copy_location(ast.BinOp(_as_load(node.target), node.op, node.value), node)
+            return ast.copy_location(ast.Assign([node.target], self.visit_BinOp(binop)), node)
+        helper = {ast.Pow: "_cg_pow", ast.Mult: "_cg_mul"}.get(type(node.op))
+        if helper is None:
+            return node
+        load = _as_load(node.target)
+        call = ast.copy_location(ast.Call(ast.Name(helper, ast.Load()), [load, node.value], []), node)
+        return ast.copy_location(ast.Assign([node.target], call), node)
+
+    def visit_Call(self, node):
+        self.generic_visit(node)
+        if isinstance(node.func, ast.Name) and node.func.id not in self.shadowed:
+            if node.func.id == "range":
+                node.func = ast.copy_location(ast.Name("_cg_range", ast.Load()), node.func)
+            elif node.func.id == "norm" and len(node.args) == 1 and not node.keywords:
+                # the common `norm(x)`: straight to the C function, no Python wrapper
+                node.func = ast.copy_location(ast.Name("_cg_vector_norm", ast.Load()), node.func)
+            elif node.func.id == "dropout" and self.training_expr is not None:
+                for kw in node.keywords:
+                    if kw.arg == "training":
+                        kw.arg = "training_"
+                node.args.insert(0, self.training_expr)
+        return node
+
+    def _scalar_test(self, test):
+        # `while norm(x) > 1`: compare Python numbers, not tensors. bool(t > 1) builds a
+        # one-element tensor first; t.item() > 1 gives the same answer (multi-element
+        # tensors still raise, meta tensors still say they have no values) ~2 µs sooner.
+        if isinstance(test, ast.Compare) and all(
+                isinstance(op, (ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.Eq, ast.NotEq)) for op in test.ops):
+            wrap = lambda e: e if isinstance(e, ast.Constant) else ast.copy_location(  # noqa: E731
+                ast.Call(ast.Name("_cg_scalar", ast.Load()), [e], []), e)
+            test.left = wrap(test.left)
+            test.comparators = [wrap(c) for c in test.comparators]
+        elif isinstance(test, ast.BoolOp):
+            test.values = [self._scalar_test(v) for v in test.values]
+        elif isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+            test.operand = self._scalar_test(test.operand)
+        return test
+
+    def visit_If(self, node):
+        self.generic_visit(node)
+        node.test = self._scalar_test(node.test)
+        return node
+
+    def visit_IfExp(self, node):
+        self.generic_visit(node)
+        node.test = self._scalar_test(node.test)
+        return node
+
+    def visit_While(self, node):
+        self.generic_visit(node)
+        node.test = self._scalar_test(node.test)
+        self.counter += 1
+        n = f"_cg_n{self.counter}"
+        at = node
+        init = ast.copy_location(ast.Assign([ast.Name(n, ast.Store())], ast.Constant(0)), at)
+        bump = ast.copy_location(ast.AugAssign(ast.Name(n, ast.Store()), ast.Add(), ast.Constant(1)), at)
+        check = ast.copy_location(
+            ast.If(
+                ast.Compare(ast.Name(n, ast.Load()), [ast.Gt()], [ast.Name("_cg_limit", ast.Load())]),
+                [ast.Expr(ast.Call(ast.Name("_cg_loop_limit", ast.Load()), [], []))],
+                [],
+            ),
+            at,
+        )
+        node.body = [bump, check] + node.body
+        return [init, node]
+
+
+def _as_load(target):
+    if isinstance(target, ast.Name):
+        return ast.copy_location(ast.Name(target.id, ast.Load()), target)
+    node = ast.parse(ast.unparse(target), mode="eval").body
+    return ast.copy_location(node, target)
+
+
+@dataclass
+class Compiled:
+    """A compiled forward: the function, its readable source and its namespace."""
+
+    fn: object
+    code: str
+    namespace: dict
+
+
+def compile_forward(
+    program: Program,
+    *,
+    name: str,
+    params: list[str],
+    prelude: list[str],
+    namespace: dict,
+    limits: Limits = DEFAULT_LIMITS,
+    with_self: bool = True,
+) -> Compiled:
+    """Compile *program* into ``def forward(self, *params)``.
+
+    ``prelude`` lines bind spec names to locals once per call (``linear =
+    self._modules['linear']``), which is faster than ``self.linear`` and keeps
+    buffers current after ``.to()``. ``namespace`` adds globals (args values).
+    The code object's filename and line numbers are the spec's own, so a runtime
+    error points at the spec.
+    """
+    src = program.source
+    tree = ast.parse(src.text.replace("\t", "    "))  # a fresh copy to lower, positions kept
+    training = ast.parse("self.training", mode="eval").body if with_self else None
+    shadowed = set(program.assigned) | set(params) | set(namespace) | {line.split(" = ")[0] for line in prelude}
+    lowered = _Lower(training, shadowed).visit(tree)
+    header_args = (["self"] if with_self else []) + list(params)
+    fn_def = ast.parse(f"def forward({', '.join(header_args)}):\n    pass").body[0]
+    pre = [ast.parse(line).body[0] for line in prelude]
+    first_line = lowered.body[0].lineno if lowered.body else 1
+    for stmt in pre:
+        for n in ast.walk(stmt):
+            if hasattr(n, "lineno"):
+                n.lineno = n.end_lineno = first_line
+                n.col_offset = n.end_col_offset = 0
+    fn_def.body = pre + lowered.body
+    fn_def.lineno = first_line
+    module = ast.Module(body=[fn_def], type_ignores=[])
+    ast.fix_missing_locations(module)
+    # shift to the user's file lines
+    ast.increment_lineno(module, src.line - 1)
+    readable = ast.unparse(ast.Module(body=[fn_def], type_ignores=[]))
+    code = compile(module, src.file, "exec")
+    glb = {"__builtins__": builtins.__dict__, "__name__": f"cgtool.spec.{name}"}
+    glb.update(FUNCTIONS)
+    glb.update(CONSTANT_NAMES)
+    glb.update(make_guards(limits))
+    glb["dropout"] = _dropout
+    glb.update(namespace)
+    exec(code, glb)  # noqa: S102 - the program passed the Checker; only its names are bound
+    fn = glb["forward"]
+    fn.__qualname__ = f"{name}.forward"
+    return Compiled(fn, readable, glb)
+
+
+def locate_runtime_error(exc: BaseException, files: set[str]) -> Loc | None:
+    """The innermost traceback frame inside one of *files* (compiled spec code)."""
+    tb = exc.__traceback__
+    found = None
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_filename in files:
+            found = Loc(code.co_filename, tb.tb_lineno)
+        tb = tb.tb_next
+    return found
+
+
