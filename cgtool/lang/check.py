@@ -87,6 +87,7 @@ class Checker(ast.NodeVisitor):
         self.known = known
         self.reserved = reserved or {}
         self.assigned: list[str] = []
+        self.bound: set[str] = set()  # names assigned so far, in the order the program runs them
         self.free: list[str] = []
         self.calls: set[str] = set()
         self.has_return = False
@@ -125,20 +126,23 @@ class Checker(ast.NodeVisitor):
 
     # -- statements
     def visit_Assign(self, node):
+        self.visit(node.value)  # the value is read before the targets are bound: `x = x * 2`
         for t in node.targets:
             self.check_target(t)
-        self.visit(node.value)
 
     def visit_AugAssign(self, node):
         if not isinstance(node.target, (ast.Name, ast.Subscript)):
             self.fail(node.target, "augmented assignment needs a name")
-        self.check_target(node.target)
+        if isinstance(node.target, ast.Name):
+            self.visit_Name(ast.copy_location(ast.Name(node.target.id, ast.Load()), node.target))
         self.generic_visit(node.op)
         self.visit(node.value)
+        self.check_target(node.target)
 
     def check_target(self, t):
         if isinstance(t, ast.Name):
             self.check_name(t)
+            self.bound.add(t.id)
             if t.id in self.reserved:
                 self.fail(t, f"cannot assign to {t.id!r}: it names {self.reserved[t.id]}",
                           hint="choose another variable name")
@@ -158,8 +162,8 @@ class Checker(ast.NodeVisitor):
     def visit_For(self, node):
         if node.orelse:
             self.fail(node, "for ... else is not allowed")
-        self.check_target(node.target)
         self.visit(node.iter)
+        self.check_target(node.target)
         for s in node.body:
             self.visit(s)
 
@@ -190,13 +194,16 @@ class Checker(ast.NodeVisitor):
         if isinstance(node.ctx, ast.Store):
             return
         name = node.id
-        if name in FUNCTIONS or name in CONSTANT_NAMES or name in self.assigned:
-            return
         if name in ("True", "False", "None"):
             return
         if self.known is None:
-            if name not in self.free:
+            # An expression's leaves are the names read before they are assigned (`x = x * 2`
+            # reads the leaf x and binds its second version), functions and constants aside.
+            if name not in self.bound and name not in self.free and name not in FUNCTIONS \
+                    and name not in CONSTANT_NAMES:
                 self.free.append(name)
+            return
+        if name in FUNCTIONS or name in CONSTANT_NAMES or name in self.assigned:
             return
         if name in self.known:
             return
@@ -238,8 +245,8 @@ class Checker(ast.NodeVisitor):
         for gen in node.generators:
             if gen.is_async:
                 self.fail(node, "async comprehensions are not allowed")
-            self.check_target(gen.target)
             self.visit(gen.iter)
+            self.check_target(gen.target)
             for cond in gen.ifs:
                 self.visit(cond)
         self.visit(node.elt)
