@@ -69,7 +69,7 @@ def numeric(expr, values: dict[str, float]) -> float:
     return float(sp.N(expr.subs(subs), 30))
 
 
-def brute_force_paths(graph: P.ValueGraph, root: int, target: int) -> list[tuple[int, ...]]:
+def brute_force_paths(graph: P.Graph, root: int, target: int) -> list[tuple[int, ...]]:
     out = []
 
     def walk(v, prefix):

@@ -78,6 +78,7 @@ class GraphEdge:
     dst: str
     op: str
     slot: int
+    differentiable: bool = True  # False: a data edge of an operation with no derivative (//, >)
 
 
 @dataclass
@@ -91,6 +92,7 @@ class GradReport:
     edges: list[GraphEdge]
     aliases: dict[str, str]
     gradients: list[GradientReport] = field(default_factory=list)
+    nondifferentiable: list[str] = field(default_factory=list)  # values made by operations with no derivative
 
 
 def explain(
@@ -124,9 +126,11 @@ def explain(
         value=_number(ev.root.value) if ev.numeric else None,
         numeric=ev.numeric,
         nodes=[_graph_node(ev, ev.graph.nodes[v]) for v in reachable],
-        edges=[GraphEdge(ev.graph.nodes[e.src].label, ev.graph.nodes[e.dst].label, e.op, e.slot)
-               for v in reachable for e in (ev.graph.edges[i] for i in ev.graph.operands[v])],
+        edges=[GraphEdge(ev.graph.nodes[e.src].label, ev.graph.nodes[e.dst].label, e.op, e.slot, e.differentiable)
+               for v in reachable for e in (ev.graph.edges[i] for i in ev.graph.inputs_of(v))],
         aliases=dict(ev.aliases),
+        nondifferentiable=[ev.graph.nodes[v].label for v in reachable
+                           if ev.graph.nodes[v].info is not None and not ev.graph.nodes[v].info.differentiable],
     )
     for node, grad in zip(targets, grads):
         report.gradients.append(_gradient(ev, node, grad, max_paths, forms))
@@ -152,8 +156,8 @@ def _targets(ev: Evaluation, wrt: list[str] | None):
 
 
 def _graph_node(ev: Evaluation, node: Node) -> GraphNode:
-    value = _number(node.value) if ev.numeric else None
-    return GraphNode(node.label, _definition(node), value, list(node.value.shape))
+    value = _number(node.value) if ev.numeric and node.value is not None else None
+    return GraphNode(node.label, _definition(node), value, list(node.shape))
 
 
 def _definition(node: Node) -> str | None:
@@ -182,11 +186,11 @@ def _number(t: torch.Tensor):
 
 def _like(x, node: Node):
     """*x* (a float or a tensor) shaped like *node*'s value."""
-    shape = node.value.shape
+    shape = node.shape
     if isinstance(x, torch.Tensor):
         x = x.detach()
         return float(x.reshape(-1)[0]) if len(shape) == 0 and x.numel() == 1 else x.reshape(shape)
-    return x if len(shape) == 0 else torch.full(shape, float(x), dtype=node.value.dtype)
+    return x if len(shape) == 0 else torch.full(shape, float(x), dtype=node.dtype)
 
 
 def _close(a, b, scale: float) -> bool:
@@ -354,14 +358,15 @@ def _factor_text(f: S.Sym) -> str:
 def _edge_value(ev: Evaluation, edge: Edge):
     if edge.derivative is not None:
         return edge.derivative
-    src, dst = ev.graph.nodes[edge.src].value, ev.graph.nodes[edge.dst].value
-    if src.numel() * dst.numel() > MAX_JACOBIAN:
+    src, dst = ev.graph.nodes[edge.src], ev.graph.nodes[edge.dst]
+    n_src, n_dst = math.prod(src.shape), math.prod(dst.shape)
+    if n_src * n_dst > MAX_JACOBIAN:
         return None
     rows = []
-    for i in range(src.numel()):
-        seed = torch.zeros(src.numel(), dtype=src.dtype)
+    for i in range(n_src):
+        seed = torch.zeros(n_src, dtype=src.dtype)
         seed[i] = 1
-        rows.append(edge.vjp(seed.reshape(src.shape)).reshape(-1))
+        rows.append(P._vjp(ev.graph, edge, seed.reshape(src.shape)).reshape(-1))
     return torch.stack(rows).reshape(tuple(src.shape) + tuple(dst.shape)).detach()
 
 

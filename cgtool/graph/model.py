@@ -1,11 +1,34 @@
-"""The Graph data model: values as nodes, operand slots as edges.
+"""The Graph data model: values as nodes, operand slots as edges. Plain data; nothing here runs torch.
+
+A :class:`Graph` is what every consumer reads (gradient paths, pictures, tables): one
+node per value — a leaf (an input, a parameter by qualified name, a constant) or the
+output of one operation or module call — and one edge per operand slot of that
+operation. ``y = w * w`` has two edges to ``w``, hence two paths. Gradient edges carry
+the operation's vector-Jacobian product for their one slot; data edges
+(``differentiable=False``) say what a non-differentiable operation (``//``, a
+comparison) read, and carry no gradient.
+
+Node ids are a topological order: an edge always points to a smaller id.
 """
 from __future__ import annotations
+
 from dataclasses import dataclass, field
 from typing import Callable
+
 import torch
 
+KINDS = ("input", "parameter", "constant", "op", "module", "internal")
 
+
+@dataclass
+class OpInfo:
+    """What made a node: the operation's key and its operands (Nodes or numbers), in argument order."""
+
+    key: str  # "add", "sin", "matmul", "leaf", "linear" (a module call), "addmm" (an autograd node)
+    operands: list | None  # None when unknown (keywords, nested arguments, an internal node)
+    text: str  # the user's source text of the operation, or the node's label
+    differentiable: bool = True
+    loc: str | None = None  # file:line of the operation in the spec or expression
 
 
 @dataclass(eq=False)
@@ -14,13 +37,21 @@ class Node:
 
     id: int
     label: str
-    value: torch.Tensor | None = None
+    value: torch.Tensor | None = None  # None for values only autograd saw (inside a module or composite op)
     op: str | None = None  # what made it, for display ("+", "sin"); None for a leaf
-    info: object = None  # whatever the builder wants to keep (source text, operands, ...)
+    info: OpInfo | None = None
+    kind: str = "op"  # one of KINDS
+    shape: tuple[int, ...] = ()
+    names: list[str] = field(default_factory=list)  # forward variables bound to this value ("x#2")
+    dtype: torch.dtype | None = None
+    device: torch.device | None = None
 
     @property
     def is_scalar(self) -> bool:
-        return self.value is not None and self.value.numel() == 1
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n == 1
 
 
 @dataclass(eq=False)
@@ -32,39 +63,68 @@ class Edge:
     dst: int
     slot: int  # which operand of the operation
     op: str
-    vjp: Callable[[torch.Tensor], torch.Tensor]  # cotangent of src -> cotangent of dst through this slot only
+    vjp: Callable[[torch.Tensor], torch.Tensor] | None  # cotangent of src -> of dst, through this slot only
     derivative: float | None = None  # the local derivative, when both ends are scalars
+    differentiable: bool = True
 
 
 @dataclass
-class ValueGraph:
+class Graph:
     nodes: list[Node] = field(default_factory=list)
     edges: list[Edge] = field(default_factory=list)
-    operands: list[list[int]] = field(default_factory=list)  # node id -> its edges, in slot order
+    operands: list[list[int]] = field(default_factory=list)  # node id -> its gradient edges, in slot order
+    data: list[list[int]] = field(default_factory=list)  # node id -> its data-only edges (no gradient)
 
-    def add_node(self, label: str, value=None, op=None, info=None) -> Node:
-        node = Node(len(self.nodes), label, value, op, info)
+    def add_node(self, label: str, value=None, op=None, info=None, *, kind: str = "op", shape=None) -> Node:
+        if shape is None:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else ()
+        node = Node(len(self.nodes), label, value, op, info, kind, tuple(shape))
+        if isinstance(value, torch.Tensor):
+            node.dtype, node.device = value.dtype, value.device
         self.nodes.append(node)
         self.operands.append([])
+        self.data.append([])
         return node
 
-    def add_edge(self, src: Node, dst: Node, slot: int, op: str, vjp, derivative: float | None = None) -> Edge:
+    def add_edge(self, src: Node, dst: Node, slot: int, op: str, vjp, derivative: float | None = None,
+                 *, differentiable: bool = True) -> Edge:
         if dst.id >= src.id:
             raise ValueError(f"edge {src.label} -> {dst.label} is not topological (operands must be added first)")
-        edge = Edge(len(self.edges), src.id, dst.id, slot, op, vjp, derivative)
+        edge = Edge(len(self.edges), src.id, dst.id, slot, op, vjp, derivative, differentiable)
         self.edges.append(edge)
-        self.operands[src.id].append(edge.id)
+        (self.operands if differentiable else self.data)[src.id].append(edge.id)
         return edge
 
+    def inputs_of(self, v: int) -> list[int]:
+        """Every edge out of node *v*, gradient and data edges, in slot order."""
+        return sorted(self.operands[v] + self.data[v], key=lambda e: (self.edges[e].slot, e))
+
     def reachable(self, root: int) -> list[int]:
-        """Ids of the nodes *root* depends on (itself included), in increasing order."""
+        """Ids of the nodes *root* reads, through gradient and data edges (itself included), increasing."""
         seen = [False] * len(self.nodes)
         seen[root] = True
         for v in range(root, -1, -1):
             if seen[v]:
-                for e in self.operands[v]:
+                for e in self.operands[v] + self.data[v]:
                     seen[self.edges[e].dst] = True
         return [v for v in range(root + 1) if seen[v]]
+
+    def lint(self) -> None:
+        """Check the invariants every consumer relies on; raise ValueError naming the first broken one."""
+        labels = set()
+        for i, n in enumerate(self.nodes):
+            if n.id != i:
+                raise ValueError(f"node {n.label} has id {n.id} at position {i}")
+            if n.label in labels:
+                raise ValueError(f"two nodes are labelled {n.label!r}")
+            labels.add(n.label)
+            if n.kind not in KINDS:
+                raise ValueError(f"node {n.label} has unknown kind {n.kind!r}")
+        for e in self.edges:
+            if not e.dst < e.src < len(self.nodes):
+                raise ValueError(f"edge {e.id} ({e.src} -> {e.dst}) is not topological")
+            if e.differentiable and e.vjp is None:
+                raise ValueError(f"gradient edge {e.id} has no vector-Jacobian product")
 
 
 @dataclass
@@ -73,5 +133,3 @@ class Path:
 
     edges: tuple[int, ...]
     score: float = 0.0  # log |contribution| used to order (scalar graphs: exact)
-
-

@@ -5,7 +5,7 @@ import heapq
 import math
 from dataclasses import dataclass
 import torch
-from .model import Edge, Path, ValueGraph
+from .model import Edge, Graph, Node, Path
 
 EXACT_TENSOR_PATHS = 512  # tensor graphs: up to this many paths are all computed and sorted exactly
 MAX_SEARCH_STEPS = 200_000  # a hard bound on best-first steps, whatever the graph
@@ -14,7 +14,7 @@ MAX_SEARCH_STEPS = 200_000  # a hard bound on best-first steps, whatever the gra
 # --------------------------------------------------------------------------- counting
 
 
-def path_counts(graph: ValueGraph, root: int, target: int) -> list[int]:
+def path_counts(graph: Graph, root: int, target: int) -> list[int]:
     """For every node v, the number of paths v -> target (Python ints; 0 off the paths)."""
     counts = [0] * len(graph.nodes)
     if target > root:
@@ -29,7 +29,7 @@ def path_counts(graph: ValueGraph, root: int, target: int) -> list[int]:
     return counts
 
 
-def count_paths(graph: ValueGraph, root: int, target: int) -> int:
+def count_paths(graph: Graph, root: int, target: int) -> int:
     """The exact number of paths from *root* to *target*, in time linear in the graph."""
     return path_counts(graph, root, target)[root]
 
@@ -37,30 +37,34 @@ def count_paths(graph: ValueGraph, root: int, target: int) -> int:
 # --------------------------------------------------------------------------- sums
 
 
-def is_scalar(graph: ValueGraph, root: int, target: int, counts: list[int] | None = None) -> bool:
+def is_scalar(graph: Graph, root: int, target: int, counts: list[int] | None = None) -> bool:
     """Whether every value on a path root -> target is a scalar (local derivatives are numbers)."""
     counts = counts if counts is not None else path_counts(graph, root, target)
     return all(graph.nodes[v].is_scalar for v in range(target, root + 1) if counts[v])
 
 
-def local_derivative(graph: ValueGraph, edge: Edge) -> float:
+def local_derivative(graph: Graph, edge: Edge) -> float:
     """d src / d dst through this edge, for scalar ends (computed once, then kept)."""
     if edge.derivative is None:
-        src = graph.nodes[edge.src].value
-        seed = torch.ones_like(src)
+        seed = ones(graph.nodes[edge.src])
         edge.derivative = float(edge.vjp(seed).reshape(-1)[0])
     return edge.derivative
 
 
-def _vjp(graph: ValueGraph, edge: Edge, cotangent: torch.Tensor) -> torch.Tensor:
+def ones(node: Node) -> torch.Tensor:
+    """A cotangent of ones shaped like *node*'s value."""
+    return torch.ones(node.shape, dtype=node.dtype or torch.float64, device=node.device)
+
+
+def _vjp(graph: Graph, edge: Edge, cotangent: torch.Tensor) -> torch.Tensor:
     g = edge.vjp(cotangent)
-    shape = graph.nodes[edge.dst].value.shape
+    shape = graph.nodes[edge.dst].shape
     if g.shape != shape:  # broadcasting the operand: reduce to its own size
         g = g.sum_to_size(shape)
     return g
 
 
-def sum_over_paths(graph: ValueGraph, root: int, target: int, *, absolute: bool = False, counts=None):
+def sum_over_paths(graph: Graph, root: int, target: int, *, absolute: bool = False, counts=None):
     """The sum over all paths of their products (a float for scalar graphs, else a tensor).
 
     Computed as adjoints accumulated edge by edge from the root down, restricted to
@@ -69,12 +73,12 @@ def sum_over_paths(graph: ValueGraph, root: int, target: int, *, absolute: bool 
     """
     counts = counts if counts is not None else path_counts(graph, root, target)
     if not counts[root]:
-        value = graph.nodes[target].value
-        return 0.0 if value is None or value.numel() == 1 else torch.zeros_like(value)
+        node = graph.nodes[target]
+        return 0.0 if node.is_scalar else torch.zeros(node.shape, dtype=node.dtype, device=node.device)
     scalar = is_scalar(graph, root, target, counts)
     if absolute and not scalar:
         raise ValueError("absolute sums are defined for scalar graphs only")
-    adj: dict[int, object] = {root: 1.0 if scalar else torch.ones_like(graph.nodes[root].value)}
+    adj: dict[int, object] = {root: 1.0 if scalar else ones(graph.nodes[root])}
     for v in range(root, target, -1):
         a = adj.pop(v, None)
         if a is None:
@@ -93,7 +97,7 @@ def sum_over_paths(graph: ValueGraph, root: int, target: int, *, absolute: bool 
     return adj[target]
 
 
-def contribution(graph: ValueGraph, path: Path, seed=None):
+def contribution(graph: Graph, path: Path, seed=None):
     """One path's product: the VJP along its edges with every other edge masked."""
     first = graph.edges[path.edges[0]] if path.edges else None
     if first is None:
@@ -101,13 +105,13 @@ def contribution(graph: ValueGraph, path: Path, seed=None):
     root = graph.nodes[first.src]
     if seed is None and root.is_scalar and all(graph.nodes[graph.edges[e].dst].is_scalar for e in path.edges):
         return math.prod(local_derivative(graph, graph.edges[e]) for e in path.edges)
-    g = torch.ones_like(root.value) if seed is None else seed
+    g = ones(root) if seed is None else seed
     for e in path.edges:
         g = _vjp(graph, graph.edges[e], g)
     return g
 
 
-def path_nodes(graph: ValueGraph, path: Path, root: int) -> list[int]:
+def path_nodes(graph: Graph, path: Path, root: int) -> list[int]:
     """The node ids along *path*, root first."""
     return [root] + [graph.edges[e].dst for e in path.edges]
 
@@ -125,15 +129,15 @@ def _plus(a: float, b: float) -> float:
     return -math.inf if a == -math.inf or b == -math.inf else a + b
 
 
-def _tensor_weight(graph: ValueGraph, edge: Edge) -> float:
+def _tensor_weight(graph: Graph, edge: Edge) -> float:
     """A magnitude for a tensor edge: the VJP of a unit cotangent, per element."""
-    src = graph.nodes[edge.src].value
-    g = _vjp(graph, edge, torch.ones_like(src) / math.sqrt(max(1, src.numel())))
+    src = graph.nodes[edge.src]
+    g = _vjp(graph, edge, ones(src) / math.sqrt(max(1, math.prod(src.shape))))
     n = float(torch.linalg.vector_norm(g.double()))
     return _log_abs(n)
 
 
-def best_first(graph: ValueGraph, root: int, target: int, k: int, weight, counts=None) -> list[Path]:
+def best_first(graph: Graph, root: int, target: int, k: int, weight, counts=None) -> list[Path]:
     """Up to *k* paths with the largest total weight (a sum of per-edge log-weights), best first.
 
     The bound ``h[v]`` (the best weight from v down to the target) is exact, so the
@@ -186,7 +190,7 @@ def _unchain(chain) -> tuple[int, ...]:
     return tuple(reversed(out))
 
 
-def all_paths(graph: ValueGraph, root: int, target: int, limit: int, counts=None) -> list[Path]:
+def all_paths(graph: Graph, root: int, target: int, limit: int, counts=None) -> list[Path]:
     """Every path in depth-first slot order, at most *limit* of them."""
     counts = counts if counts is not None else path_counts(graph, root, target)
     out: list[Path] = []
@@ -212,7 +216,7 @@ class Listing:
     contributions: list  # per listed path: float (scalar graphs) or tensor
 
 
-def top_paths(graph: ValueGraph, root: int, target: int, k: int, *, counts=None, by_magnitude: bool = True) -> Listing:
+def top_paths(graph: Graph, root: int, target: int, k: int, *, counts=None, by_magnitude: bool = True) -> Listing:
     """Up to *k* paths, largest |contribution| first (or in depth-first order without ``by_magnitude``)."""
     counts = counts if counts is not None else path_counts(graph, root, target)
     total = counts[root]

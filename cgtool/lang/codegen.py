@@ -3,10 +3,11 @@
 from __future__ import annotations
 import ast
 import builtins
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ..errors import Loc
 from .allowlist import CONSTANT_NAMES, FUNCTIONS, _dropout
 from .check import Program
+from .instrument import OPERATORS, instrument
 from .limits import DEFAULT_LIMITS, Limits, make_guards
 
 
@@ -125,6 +126,7 @@ class Compiled:
     fn: object
     code: str
     namespace: dict
+    sites: list = field(default_factory=list)  # capture mode: what each recorder call reports
 
 
 def compile_forward(
@@ -136,6 +138,7 @@ def compile_forward(
     namespace: dict,
     limits: Limits = DEFAULT_LIMITS,
     with_self: bool = True,
+    capture: bool = False,
 ) -> Compiled:
     """Compile *program* into ``def forward(self, *params)``.
 
@@ -144,12 +147,18 @@ def compile_forward(
     buffers current after ``.to()``. ``namespace`` adds globals (args values).
     The code object's filename and line numbers are the spec's own, so a runtime
     error points at the spec.
+
+    With ``capture``, the code reports every operation and binding to the ``_cg_*``
+    recorder functions that ``namespace`` must supply (:mod:`cgtool.lang.instrument`).
     """
     src = program.source
     tree = ast.parse(src.text.replace("\t", "    "))  # a fresh copy to lower, positions kept
     training = ast.parse("self.training", mode="eval").body if with_self else None
     shadowed = set(program.assigned) | set(params) | set(namespace) | {line.split(" = ")[0] for line in prelude}
     lowered = _Lower(training, shadowed).visit(tree)
+    sites = []
+    if capture:
+        lowered, sites = instrument(lowered)
     header_args = (["self"] if with_self else []) + list(params)
     fn_def = ast.parse(f"def forward({', '.join(header_args)}):\n    pass").body[0]
     pre = [ast.parse(line).body[0] for line in prelude]
@@ -172,11 +181,13 @@ def compile_forward(
     glb.update(CONSTANT_NAMES)
     glb.update(make_guards(limits))
     glb["dropout"] = _dropout
+    if capture:
+        glb.update(OPERATORS)
     glb.update(namespace)
     exec(code, glb)  # noqa: S102 - the program passed the Checker; only its names are bound
     fn = glb["forward"]
     fn.__qualname__ = f"{name}.forward"
-    return Compiled(fn, readable, glb)
+    return Compiled(fn, readable, glb, sites)
 
 
 def locate_runtime_error(exc: BaseException, files: set[str]) -> Loc | None:

@@ -19,6 +19,7 @@ class Limits:
     max_int_bits: int = 4_096  # Python integers built by `**` / `*` on ints
     max_sequence: int = 100_000  # a list/str/tuple repeated with `*`
     max_source_chars: int = 200_000
+    max_operations: int = 100_000  # operations one captured run may record (loops included)
 
 
 DEFAULT_LIMITS = Limits()

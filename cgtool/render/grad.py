@@ -58,6 +58,7 @@ def grad_json(report: GradReport) -> dict:
     return {
         "root": report.root,
         "value": jsonable(report.value),
+        "nondifferentiable": report.nondifferentiable,
         "gradients": [_gradient_json(report, g) for g in report.gradients],
     }
 
@@ -106,7 +107,7 @@ def render_grad(report: GradReport) -> None:
 def _render_graph(report: GradReport) -> None:
     console = out()
     leaves = sum(1 for n in report.nodes if n.definition is None)
-    console.print(f"[bold]Graph[/]: {len(report.nodes)} values (nodes), {len(report.edges)} edges "
+    console.print(f"[bold]Graph[/]: {len(report.nodes)} values (nodes), {sum(e.differentiable for e in report.edges)} edges "
                   f"(one per operand of each operation), {leaves} leaves")
     table = Table(box=None, show_header=True, header_style="dim", pad_edge=False, padding=(0, 2, 0, 0))
     table.add_column("value")
@@ -118,7 +119,8 @@ def _render_graph(report: GradReport) -> None:
     table.add_column("edges (operation → operand)", overflow="fold")
     operands: dict[str, list[str]] = {}
     for e in report.edges:
-        operands.setdefault(e.src, []).append(f"{escape(e.op)} → {escape(e.dst)}")
+        arrow = "→" if e.differentiable else "⇢"
+        operands.setdefault(e.src, []).append(f"{escape(e.op)} {arrow} {escape(e.dst)}")
     nodes = report.nodes
     shown = nodes if len(nodes) <= MAX_GRAPH_ROWS else nodes[: MAX_GRAPH_ROWS // 2] + nodes[-MAX_GRAPH_ROWS // 2:]
     for i, n in enumerate(shown):
@@ -134,6 +136,9 @@ def _render_graph(report: GradReport) -> None:
         row.append(", ".join(operands.get(n.label, [])) if n.definition is not None else "")
         table.add_row(*row)
     console.print(table)
+    for label in report.nondifferentiable:
+        console.print(f"[yellow]note:[/] {escape(label)} is made by an operation with no derivative "
+                      "(⇢: data only): no gradient flows through it")
     if report.aliases:
         console.print("[dim]aliases (no node of their own): "
                       + escape(", ".join(f"{a} = {b}" for a, b in report.aliases.items())) + "[/]")
@@ -184,7 +189,7 @@ def _render_path(i: int, p: PathReport, multi: Counter) -> None:
     if p.product is not None:
         head += f"   [cyan]{escape(p.product)}"
         if p.symbolic is None:
-            head += " [dim]= … (too long to write out in the leaves)[/]"
+            head += " [dim]= … (not written out in the leaves)[/]"
         elif p.symbolic != p.product:
             head += f" = {escape(p.symbolic)}"
         head += "[/]"

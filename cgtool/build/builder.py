@@ -1,0 +1,225 @@
+"""The builder: a validated Spec becomes real torch.nn modules with the spec's names.
+"""
+from __future__ import annotations
+import ast
+import inspect
+from collections import OrderedDict
+from dataclasses import dataclass
+import torch
+from torch import nn
+from .. import lang
+from ..errors import CgError, Loc, did_you_mean
+from ..spec import Call, Layer, Spec, TensorSpec
+from .catalog import _CLASSES, _describe_params, _first_line
+
+
+
+@dataclass
+class Origin:
+    """Where a built module came from in the spec, for trees and error messages."""
+
+    where: str  # layers[2], modules.linear
+    loc: Loc
+    text: str  # Linear(784, 256)
+    ref_of: str | None = None
+
+
+# --------------------------------------------------------------------------- builder
+
+
+class Builder:
+    """Builds modules from specs and remembers where each came from."""
+
+    def __init__(self, limits: lang.Limits = lang.DEFAULT_LIMITS):
+        self.limits = limits
+        self.origins: dict[int, Origin] = {}
+        self.files: set[str] = set()
+        self.code: list[tuple[str, str]] = []  # (spec name, generated forward source)
+
+    # -- entry points
+    def module(self, spec: Spec) -> nn.Module:
+        if spec.kind == "sequential":
+            mods = self._entries(spec)
+            return nn.Sequential(OrderedDict(mods))
+        if spec.kind == "modulelist":
+            cls = self._class(spec, nn.ModuleList)
+            return cls([m for _, m in self._entries(spec)])
+        if spec.kind == "moduledict":
+            cls = self._class(spec, nn.ModuleDict)
+            return cls(OrderedDict(self._entries(spec)))
+        cls = self._class(spec, nn.Module)
+        module = cls()
+        for name, sub in self._entries(spec):
+            self._register(module, name, sub, spec, "module")
+        for t in spec.constants.values():
+            self._register(module, t.name, make_tensor(t), spec, "buffer")
+        for t in spec.parameters.values():
+            self._register(module, t.name, nn.Parameter(make_tensor(t)), spec, "parameter")
+        self._tie(module, spec)
+        return module
+
+    def _register(self, module, name, value, spec, what):
+        try:
+            if what == "module":
+                module.add_module(name, value)
+            elif what == "buffer":
+                module.register_buffer(name, value)
+            else:
+                module.register_parameter(name, value)
+        except KeyError as e:
+            raise CgError(f"{what} name {name!r} clashes with an nn.Module attribute: {e.args[0]}",
+                          spec.loc, hint="rename it") from None
+
+    def _entries(self, spec: Spec) -> list[tuple[str, nn.Module]]:
+        out: list[tuple[str, nn.Module]] = []
+        scope: dict[str, nn.Module] = {}
+        for i, (name, layer) in enumerate(spec.layers):
+            key = name if name is not None else str(i)
+            mod = self.layer(layer, scope)
+            scope[key] = mod
+            out.append((key, mod))
+        return out
+
+    def layer(self, layer: Layer, scope: dict[str, nn.Module]) -> nn.Module:
+        if layer.ref is not None:
+            return _resolve_ref(layer, scope)
+        if layer.repeat is not None:
+            copies = [self._fresh(layer) for _ in range(layer.repeat)]
+            seq = nn.Sequential(*copies)
+            self.origins[id(seq)] = Origin(layer.where, layer.loc, f"{layer.text} × {layer.repeat}")
+            return seq
+        return self._fresh(layer)
+
+    def _fresh(self, layer: Layer) -> nn.Module:
+        if layer.call is not None:
+            mod = self.call(layer.call, layer.where)
+        else:
+            mod = self.module(layer.spec)
+        self.origins[id(mod)] = Origin(layer.where, layer.loc, layer.text)
+        return mod
+
+    def call(self, call: Call, where: str) -> nn.Module:
+        cls = _CLASSES.get(call.type)
+        if cls is None:
+            hint = did_you_mean(call.type, _CLASSES)
+            raise CgError(f"{where}: unknown layer type {call.type!r}", call.loc,
+                          hint=hint or "any torch.nn module class works; `cgtool layers` lists them")
+        args = [self._arg(a, where) for a in call.args]
+        kwargs = {k: self._arg(v, where) for k, v in call.kwargs.items()}
+        for bad in ("device", "dtype"):
+            if bad in kwargs:
+                raise CgError(f"{where}: {call.type} {bad}= is set by cgtool, not the spec", call.loc,
+                              hint=f"use --{bad} on the command line")
+        try:
+            sig = inspect.signature(cls)
+            sig.bind(*args, **kwargs)
+        except TypeError as e:
+            hint = None
+            params = [p for p in sig.parameters if p not in ("device", "dtype")]
+            for k in kwargs:
+                if k not in sig.parameters:
+                    hint = did_you_mean(k, params)
+            raise CgError(f"{where}: {call.text}: {e}", call.loc,
+                          hint=hint or f"{call.type}({', '.join(_describe_params(sig))})") from None
+        except ValueError:
+            pass  # no signature available: let the constructor judge
+        try:
+            return cls(*args, **kwargs)
+        except CgError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a constructor's complaint about user values
+            raise CgError(f"{where}: {call.text} cannot be constructed: {_first_line(e)}", call.loc,
+                          hint=f"{call.type}({', '.join(_describe_params(inspect.signature(cls)))})") from None
+
+    def _arg(self, value, where):
+        if isinstance(value, Call):
+            mod = self.call(value, where)
+            self.origins.setdefault(id(mod), Origin(where, value.loc, value.text))
+            return mod
+        if isinstance(value, list):
+            return [self._arg(v, where) for v in value]
+        if isinstance(value, tuple):
+            return tuple(self._arg(v, where) for v in value)
+        return value
+
+    def _class(self, spec: Spec, base: type) -> type:
+        compiled = compile_spec_forward(spec, limits=self.limits)
+        self.files.add(spec.forward.source.file)
+        self.code.append((spec.name, compiled.code))
+        cls = type(spec.name, (base,), {"forward": compiled.fn, "__module__": "cgtool.generated",
+                                        "cg_code": compiled.code})
+        return cls
+
+    def _tie(self, module: nn.Module, spec: Spec):
+        for target, source, loc in spec.ties:
+            try:
+                param = module.get_parameter(source)
+            except AttributeError:
+                names = [n for n, _ in module.named_parameters()]
+                raise CgError(f"tie: no parameter {source!r}", loc,
+                              hint=did_you_mean(source, names) or f"parameters: {', '.join(names[:12])}") from None
+            prefix, _, attr = target.rpartition(".")
+            try:
+                owner = module.get_submodule(prefix) if prefix else module
+                old = owner.get_parameter(attr)
+            except AttributeError:
+                raise CgError(f"tie: no parameter {target!r} to replace", loc) from None
+            if tuple(old.shape) != tuple(param.shape):
+                raise CgError(f"tie: {target} has shape {list(old.shape)} but {source} has {list(param.shape)}", loc)
+            setattr(owner, attr, param)
+
+
+def _resolve_ref(layer: Layer, scope: dict[str, nn.Module]) -> nn.Module:
+    head, _, rest = layer.ref.partition(".")
+    mod = scope[head]
+    if rest:
+        try:
+            mod = mod.get_submodule(rest)
+        except AttributeError:
+            raise CgError(f"{layer.where}: ref {layer.ref!r}: no submodule {rest!r} in {head!r}", layer.loc) from None
+    return mod
+
+
+def make_tensor(t: TensorSpec) -> torch.Tensor:
+    """A constant or parameter's initial value (drawn from torch's seeded RNG)."""
+    dtype = t.dtype or torch.float32
+    if t.init is None:
+        value = torch.tensor(t.value, dtype=dtype)
+    elif t.init == "eye":
+        value = torch.eye(*t.shape, dtype=dtype)
+    elif t.init == "full":
+        value = torch.full(t.shape, float(t.value), dtype=dtype)
+    elif t.init == "arange":
+        value = torch.arange(t.numel, dtype=dtype).reshape(t.shape)
+    else:
+        value = {"rand": torch.rand, "randn": torch.randn, "zeros": torch.zeros, "ones": torch.ones}[t.init](
+            t.shape, dtype=dtype)
+    if t.scale is not None:
+        value = value * float(t.scale)
+    return value
+
+
+def compile_spec_forward(spec: Spec, *, limits: lang.Limits = lang.DEFAULT_LIMITS,
+                         recorder: dict | None = None) -> lang.Compiled:
+    """The spec's forward as a real function; spec names bound once per call.
+
+    With ``recorder`` (the ``_cg_*`` functions of a capture), the capture-mode variant."""
+    prelude = []
+    if spec.kind == "modulelist":
+        prelude.append("layers = self")
+    elif spec.kind == "moduledict":
+        prelude.append("modules = self")
+    for name, _ in spec.layers:
+        if name is not None and name.isidentifier():
+            prelude.append(f"{name} = self._modules[{name!r}]")
+    for name in spec.constants:
+        prelude.append(f"{name} = self._buffers[{name!r}]")
+    for name in spec.parameters:
+        prelude.append(f"{name} = self._parameters[{name!r}]")
+    used = {n.id for n in ast.walk(spec.forward.tree) if isinstance(n, ast.Name)}
+    prelude = [line for line in prelude if line.split(" = ")[0] in used]
+    return lang.compile_forward(spec.forward, name=spec.name, params=spec.input_names, prelude=prelude,
+                                namespace={**spec.args, **(recorder or {})}, limits=limits,
+                                capture=recorder is not None)
+
+

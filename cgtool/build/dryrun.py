@@ -1,0 +1,179 @@
+"""Running a built module with spec-level errors: shape mismatches and runtime errors at the spec's lines.
+"""
+from __future__ import annotations
+from dataclasses import dataclass, field
+import torch
+from torch import nn
+from .. import lang
+from ..errors import CgError, Loc
+from .builder import Origin
+from .catalog import _first_line
+
+
+# --------------------------------------------------------------------------- running with spec-level errors
+
+
+class DataDependent(CgError):
+    """The forward needs tensor values (control flow on data), which meta tensors lack.
+
+    A user error when it escapes (a meta run of such a spec); the build's dry run
+    catches it and checks on small real tensors instead."""
+
+    def __init__(self, loc: Loc | None):
+        super().__init__("the forward's control flow depends on tensor values, which meta tensors do not have",
+                         loc, hint="use --device cpu (shapes, parameters and FLOPs are the same)")
+        self.loc = loc
+
+
+@dataclass
+class CallRecord:
+    calls: int = 0
+    input_shapes: list = field(default_factory=list)
+    output_shapes: list = field(default_factory=list)
+
+
+def shapes_of(value) -> list[list[int]]:
+    """Shapes of the tensors in a (nested) value, in order."""
+    if isinstance(value, torch.Tensor):
+        return [list(value.shape)]
+    if isinstance(value, (list, tuple)):
+        return [s for v in value for s in shapes_of(v)]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in shapes_of(v)]
+    return []
+
+
+class _Tracker:
+    """Global module hooks for one run: which module is running, and what each saw."""
+
+    def __init__(self, root: nn.Module):
+        self.names = {id(m): n for n, m in root.named_modules()}
+        self.stack: list[tuple[nn.Module, list]] = []
+        self.records: dict[str, CallRecord] = {}
+        self.handles = []
+
+    def __enter__(self):
+        from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+
+        def pre(mod, args):
+            if id(mod) in self.names:
+                self.stack.append((mod, shapes_of(args)))
+
+        def post(mod, args, out):
+            if id(mod) in self.names:
+                if self.stack and self.stack[-1][0] is mod:
+                    self.stack.pop()
+                rec = self.records.setdefault(self.names[id(mod)], CallRecord())
+                rec.calls += 1
+                rec.input_shapes = shapes_of(args)
+                rec.output_shapes = shapes_of(out)
+
+        self.handles = [register_module_forward_pre_hook(pre), register_module_forward_hook(post)]
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+
+
+_DATA_DEPENDENT = ("cannot be called on meta tensors", "Cannot copy out of meta tensor", "meta tensors do not",
+                   "data-dependent", "on a meta tensor")
+
+
+def run_forward(module: nn.Module, args: list, *, files: set[str], origins: dict[int, Origin] | None = None,
+                track: bool = True):
+    """Call *module* and turn any failure into a CgError at the spec's place.
+
+    Returns (output, records) where records maps module paths to what they saw.
+    """
+    origins = origins or {}
+    tracker = _Tracker(module) if track else None
+    try:
+        if tracker is not None:
+            with tracker:
+                out = module(*args)
+        else:
+            out = module(*args)
+        return out, (tracker.records if tracker else {})
+    except CgError as e:
+        raise e.with_place(lang.locate_runtime_error(e, files)) from None
+    except Exception as e:  # noqa: BLE001 - torch's errors on user shapes and values
+        loc = lang.locate_runtime_error(e, files)
+        text = str(e)
+        if any(s in text for s in _DATA_DEPENDENT):
+            raise DataDependent(loc) from None
+        raise _explain(e, module, tracker, origins, loc) from None
+
+
+def _explain(e, root, tracker, origins, loc) -> CgError:
+    message = _first_line(e)
+    if tracker is None or not tracker.stack:
+        return CgError(f"forward failed: {message}", loc,
+                       hint="check the shapes and dtypes of the inputs and what the forward does with them")
+    failing, in_shapes = tracker.stack[-1]
+    name = tracker.names.get(id(failing), "?")
+    origin = origins.get(id(failing))
+    label = f"{origin.where} {origin.text}" if origin else f"{name or 'model'} {type(failing).__name__}"
+    place = loc
+    parent, index = _sequential_parent(root, failing)
+    if origin is not None and (place is None or parent is not None):
+        place = origin.loc
+    got = in_shapes[0] if in_shapes else None
+    expect = _expectation(failing)
+    if expect is not None and got is not None and len(got) >= 1:
+        dim, expected, noun = expect
+        d = dim if dim < 0 else (dim if len(got) > dim + 1 else 0)
+        if len(got) > abs(d) - (1 if d < 0 else 0) and got[d] != expected:
+            producer = _producer(parent, index, tracker, origins, d) if parent is not None else None
+            if producer == "the input":
+                return CgError(f"{label} expects {expected} {noun}, but the input has {got[d]} (shape {got})", place,
+                               hint=f"pass an input with {expected} {noun} (--input), or change the layer")
+            if producer is not None:
+                return CgError(f"{label} expects {expected} {noun}, but {producer} produces {got[d]}", place,
+                               hint=f"make the two agree: change {expected} to {got[d]}, or the producer's size")
+            return CgError(f"{label} expects {expected} {noun}, but gets input of shape {got}", place,
+                           hint=f"make the input's size {got[d]} and {expected} agree")
+    shape = f" on input of shape {got}" if got is not None else ""
+    return CgError(f"{label} failed{shape}: {message}", place,
+                   hint="check the layer's arguments against the shape it receives")
+
+
+def _sequential_parent(root, child):
+    for mod in root.modules():
+        if isinstance(mod, nn.Sequential):
+            for i, c in enumerate(mod):
+                if c is child:
+                    return mod, i
+    return None, None
+
+
+def _expectation(mod):
+    if isinstance(mod, nn.Linear):
+        return (-1, mod.in_features, "input features")
+    if isinstance(mod, nn.modules.conv._ConvNd):
+        return (1, mod.in_channels, "input channels")
+    if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+        return (1, mod.num_features, "features")
+    if isinstance(mod, nn.LayerNorm):
+        return (-1, mod.normalized_shape[-1], "features")
+    return None
+
+
+def _producer(parent, index, tracker, origins, dim) -> str | None:
+    """The layer before *index* in a Sequential that last changed dimension *dim*."""
+    for j in range(index - 1, -1, -1):
+        child = parent[j]
+        rec = tracker.records.get(tracker.names.get(id(child), ""))
+        if rec is None or not rec.output_shapes or not rec.input_shapes:
+            continue
+        out, inp = rec.output_shapes[0], rec.input_shapes[0]
+        try:
+            changed = len(out) != len(inp) or out[dim] != inp[dim]
+        except IndexError:
+            changed = True
+        if changed:
+            o = origins.get(id(child))
+            return f"{o.where} {o.text}" if o else f"layer {j} {type(child).__name__}"
+    return "the input"
+
+

@@ -1,0 +1,161 @@
+"""Building a spec: load, budget, build for real, dry-run; the Built result and the Python entry point.
+"""
+from __future__ import annotations
+from dataclasses import dataclass, field
+import torch
+from torch import nn
+from .. import lang
+from ..errors import CgError
+from ..spec import Spec, load_spec
+from ..render.units import human_bytes
+from .builder import Builder, Origin
+from .dryrun import DataDependent, run_forward
+from .memory import count_tensors, default_max_bytes
+
+
+# --------------------------------------------------------------------------- build
+
+
+@dataclass
+class Check:
+    """The build-time dry run."""
+
+    status: str  # passed | skipped
+    how: str | None = None  # meta | real
+    reason: str | None = None
+    outputs: list = field(default_factory=list)  # [{"shape": [...], "dtype": "float32"}]
+    records: dict = field(default_factory=dict)  # module path -> CallRecord
+
+
+@dataclass
+class Built:
+    module: nn.Module
+    spec: Spec
+    inputs: dict  # name -> InputSpec
+    device: torch.device
+    dtype: torch.dtype | None
+    files: set[str]
+    origins: dict[int, Origin]
+    code: list[tuple[str, str]]
+    seed: int = 0
+    given: dict = field(default_factory=dict)  # inputs given as tensors (files)
+    check: Check | None = None
+    param_count: int = 0
+    param_bytes: int = 0
+
+    def forward(self, inputs: dict):
+        """Run the model on named inputs; errors come back at the spec's places."""
+        args = [inputs[n] for n in self.input_names]
+        out, _ = run_forward(self.module, args, files=self.files, origins=self.origins)
+        return out
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self.inputs) if self.inputs else self.spec.input_names
+
+
+def resolve_device(device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise CgError(f"unknown device {device!r}", "--device", hint="use cpu, cuda or meta") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CgError("CUDA is not available on this machine", "--device",
+                      hint="use --device cpu, or --device meta to check shapes without allocating")
+    if dev.type not in ("cpu", "cuda", "meta"):
+        raise CgError(f"unsupported device {device!r}", "--device", hint="use cpu, cuda or meta")
+    return dev
+
+
+def build_model(source, *, file: str | None = None, args: dict | None = None, device="cpu", dtype=None,
+                seed: int = 0, inputs: list[str] | None = None, check: bool = True, max_bytes: int | None = None,
+                limits: lang.Limits | None = None) -> Built:
+    """Load, compile and check a spec. ``inputs`` are CLI-style overrides (``x=2,784``, ``x=file.npy``)."""
+    from .inputs import apply_overrides
+
+    limits = limits or lang.DEFAULT_LIMITS
+    spec = source if isinstance(source, Spec) else load_spec(source, file=file, args=args, limits=limits)
+    dev = resolve_device(device)
+    dtype = _dtype(dtype)
+    declared, given = apply_overrides(spec, inputs or [])
+
+    meta_builder = Builder(limits)
+    with torch.device("meta"):
+        meta_module = meta_builder.module(spec)
+    params, nbytes = count_tensors(meta_module, dtype)
+    if dev.type != "meta":
+        cap = max_bytes if max_bytes is not None else default_max_bytes()
+        if nbytes > cap:
+            raise CgError(f"the model needs {human_bytes(nbytes)} for {params:,} parameters, over the memory cap "
+                          f"of {human_bytes(cap)}", spec.file,
+                          hint="inspect it with --device meta (nothing is allocated), or raise the cap "
+                          "with --max-memory / CGTOOL_MAX_MEMORY")
+    if dev.type == "meta":
+        builder, module = meta_builder, meta_module
+    else:
+        builder = Builder(limits)
+        with torch.random.fork_rng(devices=[]):  # seeded, leaving the caller's RNG as it was
+            torch.manual_seed(seed)
+            module = builder.module(spec)  # built on the CPU: the same weights whatever the device
+        if dev.type != "cpu":
+            module = module.to(dev)
+    if dtype is not None:
+        module = module.to(dtype)
+        meta_module = meta_module.to(dtype)
+    built = Built(module, spec, declared, dev, dtype, builder.files, builder.origins, builder.code, seed, given,
+                  param_count=params, param_bytes=nbytes)
+    if check:
+        built.check = dry_run(built, meta_module, meta_builder)
+    return built
+
+
+def _dtype(dtype):
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    from ..spec.model import DTYPES
+
+    name = getattr(dtype, "value", dtype)
+    if name not in DTYPES or not DTYPES[name].is_floating_point:
+        raise CgError(f"unknown dtype {name!r}", "--dtype", hint="use float32, float64, float16 or bfloat16")
+    return DTYPES[name]
+
+
+def dry_run(built: Built, meta_module: nn.Module, meta_builder: Builder) -> Check:
+    """Check shapes: on meta tensors when possible, else on small real tensors of the declared shapes."""
+    from .inputs import example_inputs
+
+    if not built.inputs and not built.given:
+        return Check("skipped", reason="the spec declares no inputs; pass --input x=SHAPE to check shapes")
+    meta_inputs = example_inputs(built, device="meta")
+    try:
+        with torch.no_grad():
+            out, records = run_forward(meta_module, [meta_inputs[n] for n in built.input_names],
+                                       files=meta_builder.files, origins=meta_builder.origins)
+        return Check("passed", "meta", outputs=describe_outputs(out), records=records)
+    except DataDependent as dd:
+        where = f" ({dd.loc})" if dd.loc else ""
+        if built.device.type == "meta":
+            return Check("skipped", reason=f"the forward's control flow depends on tensor values{where}, which "
+                         "meta tensors do not have; build with --device cpu to check shapes on real tensors")
+    real = example_inputs(built, device=built.device)
+    with torch.no_grad():
+        out, records = run_forward(built.module, [real[n] for n in built.input_names], files=built.files,
+                                   origins=built.origins)
+    return Check("passed", "real", outputs=describe_outputs(out), records=records)
+
+
+def describe_outputs(out) -> list[dict]:
+    if isinstance(out, torch.Tensor):
+        return [{"shape": list(out.shape), "dtype": str(out.dtype).replace("torch.", "")}]
+    if isinstance(out, (list, tuple)):
+        return [d for v in out for d in describe_outputs(v)]
+    if isinstance(out, dict):
+        return [dict(d, name=str(k)) for k, v in out.items() for d in describe_outputs(v)]
+    if isinstance(out, (int, float, bool)):
+        return [{"shape": [], "dtype": type(out).__name__}]
+    return []
+
+
+def build(spec, **args) -> nn.Module:
+    """The Python API: a spec (path or YAML text) to a real ``torch.nn.Module``; ``args`` override the spec's."""
+    return build_model(spec, args=args, check=False).module
