@@ -345,7 +345,9 @@ class _Value:
 
 def read_graph(recorder: Recorder, leaves: dict[str, tuple[torch.Tensor, str]]) -> Capture:
     """The Graph of everything the run recorded. ``leaves`` maps names to (tensor, kind)."""
-    leaf_names = {id(t): (name, kind) for name, (t, kind) in leaves.items()}
+    leaf_names: dict[int, tuple[str, str]] = {}
+    for name, (t, kind) in leaves.items():
+        leaf_names.setdefault(id(t), (name, kind))  # a tied tensor keeps its first name
     producers: dict[tuple, Record] = {}
     tensors: dict[tuple, torch.Tensor] = {}
     for r in recorder.records:
@@ -394,7 +396,8 @@ def read_graph(recorder: Recorder, leaves: dict[str, tuple[torch.Tensor, str]]) 
                 for slot, a in enumerate(r.args):
                     for t in _tensors(a):
                         ak = value_key(t)
-                        if ak in producers and not producers[ak].differentiable:
+                        if ak in producers and not producers[ak].differentiable \
+                                or id(t) in leaf_names and not t.requires_grad:  # a constant
                             v.inputs.append((slot, ak, False))
                             if ak not in values:
                                 stack.append((ak, None, 0, t, False))
@@ -694,3 +697,45 @@ def _inside_vjp(inside: list, fn, nr: int, target: tuple):
         return out
 
     return vjp
+
+
+# --------------------------------------------------------------------------- models
+
+
+def capture_model(built, inputs: dict[str, torch.Tensor], *, limits: Limits | None = None) -> Capture:
+    """Run a built spec once on *inputs* in capture mode and read its graph.
+
+    Parameters are leaves by qualified name (``linear.weight``), buffers are constants,
+    floating inputs are leaves that require grad (so paths can end at them). The spec's
+    own forward runs in capture mode (variables and operations at the spec's lines);
+    module calls, at any depth, are nodes ``name#k`` from forward hooks.
+    """
+    from ..build.builder import compile_spec_forward
+
+    module = built.module
+    module_names: dict[int, str] = {}
+    for name, m in module.named_modules(remove_duplicate=False):
+        module_names.setdefault(id(m), name)
+    leaves: dict[str, tuple[torch.Tensor, str]] = {}
+    for name, t in inputs.items():
+        t = t.detach().clone()
+        leaves[name] = (t.requires_grad_(True) if t.is_floating_point() else t, "input")
+    for name, p in module.named_parameters():
+        leaves[name] = (p, "parameter")
+    for name, b in module.named_buffers():
+        leaves[name] = (b, "constant")
+    args = [leaves[n][0] for n in built.input_names]
+    spec = built.spec
+    limits = limits or Limits()
+    with torch.enable_grad():
+        if spec.kind != "sequential" and spec.forward is not None:
+            recorder = Recorder(spec.forward.source, limits=limits, module_names=module_names)
+            compiled = compile_spec_forward(spec, limits=limits, recorder=recorder.namespace())
+            recorder.sites = compiled.sites
+            out = run_compiled(compiled.fn, [module, *args], recorder, set(built.files))
+        else:
+            recorder = Recorder(None, limits=limits, module_names=module_names)
+            out = run_compiled(module, args, recorder, set(built.files))
+    cap = read_graph(recorder, leaves)
+    cap.returned = out
+    return cap
