@@ -131,7 +131,7 @@ def dry_run(built: Built, meta_module: nn.Module, meta_builder: Builder) -> Chec
         with torch.no_grad():
             out, records = run_forward(meta_module, [meta_inputs[n] for n in built.input_names],
                                        files=meta_builder.files, origins=meta_builder.origins)
-        return Check("passed", "meta", outputs=describe_outputs(out), records=records)
+        return Check("passed", "meta", outputs=output_shapes(out), records=records)
     except DataDependent as dd:
         where = f" ({dd.loc})" if dd.loc else ""
         if built.device.type == "meta":
@@ -141,16 +141,16 @@ def dry_run(built: Built, meta_module: nn.Module, meta_builder: Builder) -> Chec
     with torch.no_grad():
         out, records = run_forward(built.module, [real[n] for n in built.input_names], files=built.files,
                                    origins=built.origins)
-    return Check("passed", "real", outputs=describe_outputs(out), records=records)
+    return Check("passed", "real", outputs=output_shapes(out), records=records)
 
 
-def describe_outputs(out) -> list[dict]:
+def output_shapes(out) -> list[dict]:
     if isinstance(out, torch.Tensor):
         return [{"shape": list(out.shape), "dtype": str(out.dtype).replace("torch.", "")}]
     if isinstance(out, (list, tuple)):
-        return [d for v in out for d in describe_outputs(v)]
+        return [d for v in out for d in output_shapes(v)]
     if isinstance(out, dict):
-        return [dict(d, name=str(k)) for k, v in out.items() for d in describe_outputs(v)]
+        return [dict(d, name=str(k)) for k, v in out.items() for d in output_shapes(v)]
     if isinstance(out, (int, float, bool)):
         return [{"shape": [], "dtype": type(out).__name__}]
     return []
