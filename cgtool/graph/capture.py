@@ -54,6 +54,7 @@ class Binding:
     name: str
     version: int
     key: tuple | None  # the bound tensor's value key; None for a non-tensor
+    tensor: torch.Tensor | None = None
 
 
 @dataclass
@@ -161,7 +162,7 @@ class Recorder:
         key = value_key(value) if isinstance(value, torch.Tensor) else None
         if key is not None:
             self.keep.append(value)
-        self.bindings.append(Binding(name, self.versions[name], key))
+        self.bindings.append(Binding(name, self.versions[name], key, value if key is not None else None))
         self.last_assigned = name
 
     def ret(self, site: int, value):
@@ -345,188 +346,217 @@ class _Value:
 
 def read_graph(recorder: Recorder, leaves: dict[str, tuple[torch.Tensor, str]]) -> Capture:
     """The Graph of everything the run recorded. ``leaves`` maps names to (tensor, kind)."""
-    leaf_names: dict[int, tuple[str, str]] = {}
-    for name, (t, kind) in leaves.items():
-        leaf_names.setdefault(id(t), (name, kind))  # a tied tensor keeps its first name
-    producers: dict[tuple, Record] = {}
-    tensors: dict[tuple, torch.Tensor] = {}
-    for r in recorder.records:
-        for t in r.outputs:
-            k = value_key(t)
-            tensors.setdefault(k, t)
-            if k[0] == "tensor" and id(t) in leaf_names:
-                continue  # an operation that returned its operand itself (x.contiguous()): an alias
-            producers.setdefault(k, r)
-    values: dict[tuple, _Value] = {}
-    order: list[tuple] = []
+    return _Reader(recorder, leaves).read()
 
-    def visit(start_key, start_fn, start_nr, start_tensor):
-        # iterative depth-first search; a value is placed after everything it reads
-        stack = [(start_key, start_fn, start_nr, start_tensor, False)]
+
+def _start(t: torch.Tensor) -> tuple:
+    """A search entry for tensor *t*: (key, autograd node, output slot, tensor, placed)."""
+    return (value_key(t), t.grad_fn, t.output_nr if t.grad_fn is not None else 0, t, False)
+
+
+class _Reader:
+    """Reads the Graph: values from autograd and the records, then labels, edges and names."""
+
+    def __init__(self, recorder: Recorder, leaves: dict[str, tuple[torch.Tensor, str]]):
+        self.recorder = recorder
+        self.leaf_names: dict[int, tuple[str, str]] = {}
+        for name, (t, kind) in leaves.items():
+            self.leaf_names.setdefault(id(t), (name, kind))  # a tied tensor keeps its first name
+        self.leaves = leaves
+        self.producers: dict[tuple, Record] = {}
+        self.tensors: dict[tuple, torch.Tensor] = {}
+        for r in recorder.records:
+            for t in r.outputs:
+                k = value_key(t)
+                self.tensors.setdefault(k, t)
+                if k[0] == "tensor" and id(t) in self.leaf_names:
+                    continue  # an operation that returned its operand itself (x.contiguous()): an alias
+                self.producers.setdefault(k, r)
+        self.values: dict[tuple, _Value] = {}
+        self.order: list[tuple] = []  # keys, operands before the values that read them
+        self.graph = Graph()
+        self.nodes: dict[tuple, Node] = {}
+        self.used: set[str] = set()
+
+    def read(self) -> Capture:
+        self.collect()
+        first = self.first_bindings()
+        self.add_nodes(first)
+        self.label_internal(first)
+        self.add_edges()
+        names, aliases = self.names()
+        rec = self.recorder
+        return Capture(self.graph, self.nodes, names, aliases, rec.versions, rec.last_assigned,
+                       returned_site=rec.returned_site)
+
+    # -- values: a depth-first search from every leaf, record and binding
+    def collect(self) -> None:
+        for t, _ in self.leaves.values():
+            if t.requires_grad or t.grad_fn is not None:
+                self.visit(_start(t))
+        for r in self.recorder.records:
+            for t in r.outputs:
+                if t.grad_fn is not None:
+                    self.visit(_start(t))
+                elif not r.differentiable and any(self.depends(a) for a in _tensors(r.args)):
+                    self.visit(_start(t))
+        for b in self.recorder.bindings:
+            if b.tensor is not None and b.key[0] == "fn" and b.key not in self.values:
+                self.visit(_start(b.tensor))
+
+    def depends(self, t: torch.Tensor) -> bool:
+        return t.requires_grad or value_key(t) in self.values or id(t) in self.leaf_names
+
+    def visit(self, start: tuple) -> None:
+        stack = [start]
         while stack:
-            key, fn, nr, tensor, done = stack.pop()
-            if done:
-                order.append(key)
-                continue
-            if key in values:
-                continue
-            v = values[key] = _Value(key, fn, nr, tensor)
-            stack.append((key, fn, nr, tensor, True))
-            r = producers.get(key)
-            inside = _composite(fn, r) if fn is not None and r is not None and r.module_call is None else None
-            if inside is not None:
-                # one operation that torch runs as several autograd nodes (2 / w is w.reciprocal() * 2):
-                # one node, one edge per operand, the inside run as a whole
-                v.inside, boundary = inside
-                for ck, (slot, t) in boundary.items():
-                    v.inputs.append((slot, ck, True))
-                    if ck not in values:
-                        stack.append((ck, t.grad_fn, t.output_nr if t.grad_fn is not None else 0, t, False))
-            elif fn is not None and type(fn).__name__ != "AccumulateGrad":
-                for slot, (child, child_nr) in enumerate(fn.next_functions):
-                    if child is None:
-                        continue
+            key, fn, nr, tensor, placed = stack.pop()
+            if placed:
+                self.order.append(key)
+            elif key not in self.values:
+                v = self.values[key] = _Value(key, fn, nr, tensor)
+                stack.append((key, fn, nr, tensor, True))
+                stack.extend(self.inputs(v))
+
+    def inputs(self, v: _Value) -> list[tuple]:
+        """Fill ``v.inputs``; return search entries for the operands not seen yet."""
+        r = self.producers.get(v.key)
+        todo = []
+        inside = _composite(v.fn, r) if v.fn is not None and r is not None and r.module_call is None else None
+        if inside is not None:
+            # one operation that torch runs as several autograd nodes (2 / w is w.reciprocal() * 2):
+            # one node, one edge per operand, the inside run as a whole
+            v.inside, boundary = inside
+            for ck, (slot, t) in boundary.items():
+                v.inputs.append((slot, ck, True))
+                todo.append(_start(t))
+        elif v.fn is not None and type(v.fn).__name__ != "AccumulateGrad":
+            for slot, (child, child_nr) in enumerate(v.fn.next_functions):
+                if child is not None:
                     ck = _fn_key(child, child_nr)
                     v.inputs.append((slot, ck, True))
-                    if ck not in values:
-                        ct = child.variable if type(child).__name__ == "AccumulateGrad" else tensors.get(ck)
-                        stack.append((ck, child, child_nr, ct, False))
-            if r is not None and r.differentiable and r.module_call is None:
-                # operands made by operations with no derivative: data edges, so the graph shows them
-                for slot, a in enumerate(r.args):
-                    for t in _tensors(a):
-                        ak = value_key(t)
-                        if ak in producers and not producers[ak].differentiable \
-                                or id(t) in leaf_names and not t.requires_grad:  # a constant
-                            v.inputs.append((slot, ak, False))
-                            if ak not in values:
-                                stack.append((ak, None, 0, t, False))
-            if fn is None and key in producers and not producers[key].differentiable:
-                r = producers[key]
-                for slot, a in enumerate(r.args):
-                    for t in _tensors(a):
-                        ak = value_key(t)
-                        if ak in values or ak in producers or id(t) in leaf_names or t.requires_grad:
-                            v.inputs.append((slot, ak, False))
-                            if ak not in values:
-                                stack.append((ak, t.grad_fn, t.output_nr if t.grad_fn else 0, t, False))
+                    leaf = type(child).__name__ == "AccumulateGrad"
+                    todo.append((ck, child, child_nr, child.variable if leaf else self.tensors.get(ck), False))
+        if r is not None and r.module_call is None:
+            todo.extend(self.data_inputs(v, r))
+        return [e for e in todo if e[0] not in self.values]
 
-    def depends(t: torch.Tensor) -> bool:
-        k = value_key(t)
-        return t.requires_grad or k in values or id(t) in leaf_names
+    def data_inputs(self, v: _Value, r: Record) -> list[tuple]:
+        """Data edges: what an operation with no derivative read, and the constants and such values an
+        operation with a derivative read, so that the graph shows them."""
+        todo = []
+        for slot, a in enumerate(r.args):
+            for t in _tensors(a):
+                ak = value_key(t)
+                made = self.producers.get(ak)
+                if r.differentiable:
+                    wanted = made is not None and not made.differentiable or \
+                        id(t) in self.leaf_names and not t.requires_grad
+                else:
+                    wanted = v.fn is None and (ak in self.values or made is not None or id(t) in self.leaf_names
+                                               or t.requires_grad)
+                if wanted:
+                    v.inputs.append((slot, ak, False))
+                    todo.append(_start(t))
+        return todo
 
-    for name, (t, _) in leaves.items():
-        if t.requires_grad or t.grad_fn is not None:
-            visit(value_key(t), t.grad_fn, t.output_nr if t.grad_fn is not None else 0, t)
-    for r in recorder.records:
-        for t in r.outputs:
-            if t.grad_fn is not None:
-                visit(value_key(t), t.grad_fn, t.output_nr, t)
-            elif not r.differentiable and any(depends(a) for a in _tensors(r.args)):
-                visit(value_key(t), None, 0, t)
-    for b in recorder.bindings:
-        if b.key is not None and b.key[0] == "fn" and b.key not in values:
-            t = next((x for x in recorder.keep if isinstance(x, torch.Tensor) and value_key(x) == b.key), None)
-            if t is not None:
-                visit(b.key, t.grad_fn, t.output_nr, t)
-    return _assemble(recorder, values, order, producers, leaf_names)
-
-
-def _assemble(recorder: Recorder, values, order, producers, leaf_names) -> Capture:
-    graph = Graph()
-    nodes: dict[tuple, Node] = {}
-    names: dict[str, Node] = {}
-    aliases: dict[str, str] = {}
-    used: set[str] = set()
-    versions = recorder.versions
-
-    def unique(label: str) -> str:
-        if label not in used:
-            used.add(label)
-            return label
-        i = 2
-        while f"{label}#{i}" in used:
+    # -- labels
+    def unique(self, label: str) -> str:
+        i, out = 1, label
+        while out in self.used:
             i += 1
-        used.add(f"{label}#{i}")
-        return f"{label}#{i}"
+            out = f"{label}#{i}"
+        self.used.add(out)
+        return out
 
-    # names first bound to each value: they label it unless it is a leaf or a module call
-    first_binding: dict[tuple, str] = {}
-    for b in recorder.bindings:
-        label = b.name if versions[b.name] == 1 else f"{b.name}#{b.version}"
-        if b.key is not None and b.key not in first_binding:
-            first_binding[b.key] = label
-    for key in order:  # labels of leaves, operations and module calls, in the order they ran
-        v, r = values[key], producers.get(key)
-        if type(v.fn).__name__ == "AccumulateGrad" or (v.fn is None and v.tensor is not None
-                                                       and id(v.tensor) in leaf_names):
-            leaf_t = v.tensor if v.tensor is not None else v.fn.variable
-            name, kind = leaf_names.get(id(leaf_t), ("leaf", "constant"))
-            node = graph.add_node(unique(name), leaf_t, None, OpInfo("leaf", None, name), kind=kind)
-        elif r is not None:
-            label = r.module_call or first_binding.get(key, r.text)
-            info = OpInfo(r.key, None, r.text, r.differentiable, r.loc)
-            node = graph.add_node(unique(label), v.tensor, r.symbol, info, kind="module" if r.module_call else "op",
-                                  shape=_shape(v))
-        else:
-            op = _autograd_name(v.fn) if v.fn is not None else "value"
-            node = graph.add_node("", v.tensor, op, OpInfo(op, None, ""), kind="internal", shape=_shape(v))
-        if v.tensor is None:
-            node.dtype, node.device = _dtype_device(v)
-        nodes[key] = node
-    owners: dict[tuple, str] = {}
-    for key in reversed(order):  # consumers first: the inside of a call belongs to the call
-        node = nodes[key]
-        mine = node.label if node.kind in ("op", "module") else owners.get(key)
-        for _, ck, _ in values[key].inputs:
-            if mine and ck not in owners:
-                owners[ck] = mine
-    for key in order:
-        node = nodes[key]
-        if node.kind == "internal":
-            owner = owners.get(key)
-            node.label = unique(first_binding.get(key) or (f"{owner}/{node.op}" if owner else node.op))
-            node.info.text = node.label
-    for key in order:
-        v, node = values[key], nodes[key]
-        r = producers.get(key)
-        slots = _slot_positions(v, r, nodes) if r is not None and r.simple and v.inside is None else {}
-        for slot, ck, differentiable in v.inputs:
-            if ck not in nodes:
-                continue
-            if not differentiable:
-                vjp = None
-            elif v.inside is not None:
-                vjp = _inside_vjp(v.inside, v.fn, v.nr, ck)
+    def version_label(self, b: Binding) -> str:
+        return b.name if self.recorder.versions[b.name] == 1 else f"{b.name}#{b.version}"
+
+    def first_bindings(self) -> dict[tuple, str]:
+        """The name first bound to each value: it labels the value unless it is a leaf or a module call."""
+        first: dict[tuple, str] = {}
+        for b in self.recorder.bindings:
+            if b.key is not None:
+                first.setdefault(b.key, self.version_label(b))
+        return first
+
+    def add_nodes(self, first: dict[tuple, str]) -> None:
+        """Nodes in topological order: leaves, operations and module calls labelled as they ran."""
+        for key in self.order:
+            v, r = self.values[key], self.producers.get(key)
+            leaf_t = v.fn.variable if type(v.fn).__name__ == "AccumulateGrad" else v.tensor if v.fn is None else None
+            if leaf_t is not None and id(leaf_t) in self.leaf_names:
+                name, kind = self.leaf_names[id(leaf_t)]
+                node = self.graph.add_node(self.unique(name), leaf_t, None, OpInfo("leaf", None, name), kind=kind)
+            elif r is not None:
+                label = r.module_call or first.get(key, r.text)
+                info = OpInfo(r.key, None, r.text, r.differentiable, r.loc)
+                node = self.graph.add_node(self.unique(label), v.tensor, r.symbol, info,
+                                           kind="module" if r.module_call else "op", shape=_shape(v))
             else:
-                vjp = _slot_vjp(v.fn, v.nr, slot)
-            graph.add_edge(node, nodes[ck], slots.get(slot, slot), node.op or node.info.key, vjp,
-                           differentiable=differentiable)
-        if r is not None and r.simple and node.kind == "op":
-            node.info.operands = _operands(r, nodes)
-    # every name a user may type
-    for key, node in nodes.items():
-        if node.kind in ("input", "parameter", "constant"):
-            names[node.label] = node
-    for b in recorder.bindings:
-        if b.key is None or b.key not in nodes:
-            continue
-        node = nodes[b.key]
-        label = b.name if versions[b.name] == 1 else f"{b.name}#{b.version}"
-        node.names.append(label)
-        if label != node.label:
-            aliases[label] = node.label
-        names.setdefault(label, node)
-    for node in graph.nodes:
-        names.setdefault(node.label, node)
-    last: dict[str, tuple] = {}
-    for b in recorder.bindings:
-        last[b.name] = b.key
-    for name, key in last.items():  # a bare versioned name means its last version
-        if key is not None and key in nodes and name not in names:
-            names[name] = nodes[key]
-    return Capture(graph, nodes, names, aliases, versions, recorder.last_assigned,
-                   returned_site=recorder.returned_site)
+                op = _autograd_name(v.fn) if v.fn is not None else "value"
+                node = self.graph.add_node("", v.tensor, op, OpInfo(op, None, ""), kind="internal", shape=_shape(v))
+            if v.tensor is None:
+                node.dtype, node.device = _dtype_device(v)
+            self.nodes[key] = node
+
+    def label_internal(self, first: dict[tuple, str]) -> None:
+        """Values only autograd saw are named after the operation or module call they are inside of."""
+        owners: dict[tuple, str] = {}
+        for key in reversed(self.order):  # consumers first
+            node = self.nodes[key]
+            mine = node.label if node.kind in ("op", "module") else owners.get(key)
+            for _, ck, _ in self.values[key].inputs:
+                if mine:
+                    owners.setdefault(ck, mine)
+        for key in self.order:
+            node = self.nodes[key]
+            if node.kind == "internal":
+                owner = owners.get(key)
+                node.label = self.unique(first.get(key) or (f"{owner}/{node.op}" if owner else node.op))
+                node.info.text = node.label
+
+    # -- edges
+    def add_edges(self) -> None:
+        for key in self.order:
+            v, node = self.values[key], self.nodes[key]
+            r = self.producers.get(key)
+            slots = _slot_positions(v, r) if r is not None and r.simple and v.inside is None else {}
+            for slot, ck, differentiable in v.inputs:
+                if ck not in self.nodes:
+                    continue
+                if not differentiable:
+                    vjp = None
+                elif v.inside is not None:
+                    vjp = _inside_vjp(v.inside, v.fn, v.nr, ck)
+                else:
+                    vjp = _slot_vjp(v.fn, v.nr, slot)
+                self.graph.add_edge(node, self.nodes[ck], slots.get(slot, slot), node.op or node.info.key, vjp,
+                                    differentiable=differentiable)
+            if r is not None and r.simple and node.kind == "op":
+                node.info.operands = _operands(r, self.nodes)
+
+    # -- names a user may type: labels, versions, aliases, parameters
+    def names(self) -> tuple[dict[str, Node], dict[str, str]]:
+        names: dict[str, Node] = {n.label: n for n in self.graph.nodes if n.kind in ("input", "parameter", "constant")}
+        aliases: dict[str, str] = {}
+        last: dict[str, tuple | None] = {}
+        for b in self.recorder.bindings:
+            last[b.name] = b.key
+            node = self.nodes.get(b.key) if b.key is not None else None
+            if node is None:
+                continue
+            label = self.version_label(b)
+            node.names.append(label)
+            if label != node.label:
+                aliases[label] = node.label
+            names.setdefault(label, node)
+        for node in self.graph.nodes:
+            names.setdefault(node.label, node)
+        for name, key in last.items():  # a bare versioned name means its last version
+            if key is not None and key in self.nodes:
+                names.setdefault(name, self.nodes[key])
+        return names, aliases
 
 
 def _shape(v: _Value) -> tuple[int, ...]:
@@ -557,7 +587,7 @@ def _autograd_name(fn) -> str:
     return name.lower() or "op"
 
 
-def _slot_positions(v: _Value, r: Record, nodes) -> dict[int, int]:
+def _slot_positions(v: _Value, r: Record) -> dict[int, int]:
     """Autograd's slot order to the operation's argument order (``2 * x`` runs as ``x.__rmul__(2)``)."""
     arg_keys = [value_key(a) if isinstance(a, torch.Tensor) else None for a in r.args]
     taken: set[int] = set()
