@@ -227,7 +227,10 @@ def top_paths(graph: Graph, root: int, target: int, k: int, *, counts=None, by_m
         return Listing(paths, True, [contribution(graph, p) for p in paths])
     if is_scalar(graph, root, target, counts):
         paths = best_first(graph, root, target, k, lambda e: _log_abs(local_derivative(graph, e)), counts)
-        return Listing(paths, len(paths) == min(k, total), [contribution(graph, p) for p in paths])
+        # sums of logs and products of factors round differently: order the chosen paths by their products
+        # (stable, so paths equal in both keep the search's order; nan first, as in the search)
+        listed = sorted(((p, contribution(graph, p)) for p in paths), key=lambda pc: (pc[1] == pc[1], -abs(pc[1])))
+        return Listing([p for p, _ in listed], len(paths) == min(k, total), [c for _, c in listed])
     exact = total <= EXACT_TENSOR_PATHS
     if exact:
         candidates = all_paths(graph, root, target, EXACT_TENSOR_PATHS, counts)
