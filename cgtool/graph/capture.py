@@ -150,9 +150,8 @@ class Recorder:
         return self._run(s, fn, args, kwargs)
 
     def method(self, site: int, obj, attr: str, *args, **kwargs):
-        bound = getattr(obj, attr)
-        return self._run(self.sites[site], lambda *a, **k: getattr(a[0], attr)(*a[1:], **k), (obj, *args), kwargs,
-                         fn_for_call=bound)
+        # the object is the first operand: x.sum() reads x, x.add(w) reads x and w
+        return self._run(self.sites[site], lambda o, *a, **k: getattr(o, attr)(*a, **k), (obj, *args), kwargs)
 
     def attr(self, site: int, obj, name: str):
         return self._run(self.sites[site], lambda o: getattr(o, name), (obj,), {})
@@ -170,7 +169,7 @@ class Recorder:
         return value
 
     # -- running one operation
-    def _run(self, s: Site, fn, args, kwargs, *, record: bool = True, fn_for_call=None):
+    def _run(self, s: Site, fn, args, kwargs, *, record: bool = True):
         self.operations += 1
         if self.operations > self.limits.max_operations:
             raise CgError(f"the program ran more than {self.limits.max_operations:,} operations", self.loc(s),
