@@ -48,6 +48,14 @@ def test_non_differentiable_operation_is_a_node_without_gradient_edges():
     assert g.path_count == 1 and g.match and g.autograd == 1.0
 
 
+@pytest.mark.parametrize("text", ["y = ceil(x) * x", "y = floor(x) * x", "y = x.round() * x", "y = sign(x) * x"])
+def test_steps_with_zero_derivative_are_data_edges(text):
+    report = explain(text, {"x": 1.7})
+    assert len(report.nondifferentiable) == 1
+    (g,) = report.gradients
+    assert g.path_count == 1 and g.match  # only the direct use of x carries a gradient
+
+
 def test_floor_division_alone_has_zero_gradient_not_an_internal_error():
     (g,) = explain("y = x // 0.3", {"x": 1.0}).gradients
     assert g.path_count == 0 and g.autograd == 0.0 and g.sum_over_paths == 0.0 and g.match

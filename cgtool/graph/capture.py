@@ -32,6 +32,9 @@ from ..lang.instrument import Site
 from .model import Graph, Node, OpInfo
 
 MAX_LABEL = 60  # characters of source text shown for an unnamed value
+# Operations whose derivative is zero wherever it exists: torch records a zero gradient, the graph
+# records what they are, a step with no derivative (data edges, no gradient edge).
+NO_DERIVATIVE = frozenset({"floordiv", "round", "floor", "ceil", "trunc", "sign"})
 
 
 @dataclass
@@ -201,7 +204,7 @@ class Recorder:
                               f"{self.limits.max_elements:,}", self.loc(s))
         if not record or not outputs or not any(isinstance(a, torch.Tensor) for a in _flat(args, kwargs)):
             return result
-        if any(_not_implemented(t) for t in outputs):
+        if s.key in NO_DERIVATIVE or any(_not_implemented(t) for t in outputs):
             differentiable = False
             result = _detached(result)
             outputs = _tensors(result)
