@@ -379,6 +379,7 @@ class _Reader:
         self.graph = Graph()
         self.nodes: dict[tuple, Node] = {}
         self.used: set[str] = set()
+        self.suffix: dict[str, int] = {}  # label -> the last suffix given to it
 
     def read(self) -> Capture:
         self.collect()
@@ -464,10 +465,12 @@ class _Reader:
 
     # -- labels
     def unique(self, label: str) -> str:
-        i, out = 1, label
+        """*label*, or ``label#2``, ``label#3``… when taken (the same text computed again in a loop)."""
+        out, i = label, self.suffix.get(label, 1)
         while out in self.used:
             i += 1
             out = f"{label}#{i}"
+        self.suffix[label] = i
         self.used.add(out)
         return out
 
