@@ -13,7 +13,7 @@ from ..build.model import Built
 
 
 @dataclass
-class Node:
+class TreeNode:
     path: str  # qualified name ('' for the root)
     name: str  # last component
     type: str  # class name
@@ -25,7 +25,7 @@ class Node:
     shared_with: list[str] = field(default_factory=list)  # other paths of the same module instance
     tied: dict[str, list[str]] = field(default_factory=dict)  # own parameter -> other names of that tensor
     repeat: int | None = None  # a Sequential made by `repeat: N`
-    children: list["Node"] = field(default_factory=list)
+    children: list["TreeNode"] = field(default_factory=list)
 
 
 @dataclass
@@ -46,7 +46,7 @@ class Structure:
     device: str
     dtype: str
     inputs: dict  # name -> {"shape", "dtype"}
-    root: Node
+    root: TreeNode
     constants: list[TensorRow]
     parameters: list[TensorRow]  # free parameters declared under `parameters:` (any spec level)
     total_params: int
@@ -84,13 +84,13 @@ def describe(built: Built) -> Structure:
         param_names.setdefault(id(p), []).append(pname)
     repeats = {id(m): o.text for m, o in ((m, built.origins.get(id(m))) for m in module.modules()) if o}
 
-    def node(mod: nn.Module, path: str, seen: set[int]) -> Node:
+    def node(mod: nn.Module, path: str, seen: set[int]) -> TreeNode:
         origin = built.origins.get(id(mod))
         paths = paths_of.get(id(mod), [path])
         canonical = paths[0]
         rec = records.get(canonical)
         text = origin.text if origin else type(mod).__name__
-        n = Node(path=path, name=path.rsplit(".", 1)[-1] if path else built.spec.name, type=type(mod).__name__,
+        n = TreeNode(path=path, name=path.rsplit(".", 1)[-1] if path else built.spec.name, type=type(mod).__name__,
                  text=text, params=_distinct(mod.parameters())[0],
                  own_params=_distinct(mod.parameters(recurse=False))[0],
                  output_shapes=rec.output_shapes if rec else [], calls=rec.calls if rec else 0,

@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from .units import human_bytes
-from ..inspect.structure import Node, Structure
+from ..inspect.structure import TreeNode, Structure
 from .console import out
 
 
@@ -19,7 +19,7 @@ def _shape(shapes) -> str:
     return ", ".join(str(s) for s in shapes)
 
 
-def _label(n: Node, root: bool = False) -> str:
+def _label(n: TreeNode, root: bool = False) -> str:
     parts = []
     if root:
         parts.append(f"[bold]{escape(n.name)}[/]")
@@ -41,7 +41,7 @@ def _label(n: Node, root: bool = False) -> str:
     return "  ".join(parts)
 
 
-def _add(tree: Tree, n: Node, depth: int, max_depth: int | None):
+def _add(tree: Tree, n: TreeNode, depth: int, max_depth: int | None):
     if max_depth is not None and depth > max_depth:
         return
     branch = tree.add(_label(n))
@@ -97,7 +97,7 @@ def render_structure(s: Structure, *, max_depth: int | None = None, show_code: b
             console.print(Syntax(code, "python", theme="ansi_dark", background_color="default"))
 
 
-def _node_json(n: Node) -> dict:
+def _node_json(n: TreeNode) -> dict:
     return {"path": n.path, "name": n.name, "type": n.type, "text": n.text, "params": n.params,
             "own_params": n.own_params, "output_shapes": n.output_shapes, "calls": n.calls,
             "shared_with": n.shared_with, "tied": n.tied, "repeat": n.repeat, "children": [_node_json(c) for c in n.children]}
