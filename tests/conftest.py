@@ -8,6 +8,16 @@ CONFIGS = ROOT / "configs"
 ENV = {"COLUMNS": "120", "NO_COLOR": "1", "TERM": "dumb"}
 
 
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite tests/golden/ from the current output instead of comparing with it")
+
+
+@pytest.fixture
+def update_golden(request) -> bool:
+    return request.config.getoption("--update-golden")
+
+
 @pytest.fixture
 def cli():
     """Invoke the CLI in-process: returns (exit_code, stdout, stderr)."""
