@@ -18,6 +18,23 @@ def update_golden(request) -> bool:
     return request.config.getoption("--update-golden")
 
 
+@pytest.fixture(scope="session")
+def meta_built():
+    """``meta_built(path)``: the spec built once per session on the meta device (no shape check),
+    shared by the tests that only read it (counts, tables, summaries)."""
+    from cgtool.build.model import build_model
+
+    cache = {}
+
+    def get(path):
+        key = str(pathlib.Path(path).resolve())
+        if key not in cache:
+            cache[key] = build_model(key, device="meta", check=False)
+        return cache[key]
+
+    return get
+
+
 @pytest.fixture
 def cli():
     """Invoke the CLI in-process: returns (exit_code, stdout, stderr)."""

@@ -18,7 +18,7 @@ def test_validate_many_specs_by_exit_code(cli, spec_file):
     code, out, err = cli("validate", *good, "--json")
     assert code == 0 and json.loads(out)["ok"] is True
     bad = spec_file("kind: sequential\nlayers:\n  - Linear(3, 4)\n  - Linear(5, 6)\ninputs: {x: [1, 3]}\n")
-    code, out, err = cli("validate", *good, bad)
+    code, out, err = cli("validate", CONFIGS / "mlp.yaml", CONFIGS / "tied_linear.yaml", bad)
     assert code == 1 and "expects 5 input features" in err and out.count("ok ") == 2
 
 

@@ -20,8 +20,8 @@ def torch_count(model: nn.Module) -> int:
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
-def test_every_config_counts_like_torch(path):
-    model = build_model(str(path), device="meta", check=False).module
+def test_every_config_counts_like_torch(path, meta_built):
+    model = meta_built(path).module
     table = param_table(model)
     assert table.total == torch_count(model)
     assert table.trainable == sum(p.numel() for p in set(model.parameters()) if p.requires_grad)
@@ -46,8 +46,8 @@ def test_tied_linear_is_440_not_840():
     assert rows["l1.bias"].shared_with == () and rows["l2.bias"].shared_with == ()
 
 
-def test_gpt2_tied_head_counted_once():
-    model = build_model("configs/gpt2_small.yaml", device="meta", check=False).module
+def test_gpt2_tied_head_counted_once(meta_built):
+    model = meta_built(CONFIGS[0].parent / "gpt2_small.yaml").module
     table = param_table(model)
     assert table.total == 124_439_808  # GPT-2 small, tied lm_head
     (wte,) = [r for r in table.parameters if r.name == "wte.weight"]

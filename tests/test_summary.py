@@ -47,9 +47,9 @@ def same(a, b) -> bool:
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
-def test_every_config_against_torch(path):
+def test_every_config_against_torch(path, meta_built):
     device = "cpu" if path.stem in DATA_DEPENDENT else "meta"
-    built = build_model(str(path), device=device, check=False)
+    built = build_model(str(path), device=device, check=False) if device == "cpu" else meta_built(path)
     inputs = make_inputs(built)
     before = snapshot(built.module)
     s = summarize(built.module, inputs, call=built.forward)
@@ -196,8 +196,8 @@ def test_sdpa_formula():
     assert s.outside_flops == s.total_flops  # ran outside any module
 
 
-def test_llama7b_on_meta():
-    built = build_model("configs/llama7b.yaml", device="meta", check=False)
+def test_llama7b_on_meta(meta_built):
+    built = meta_built(ROOT / "configs/llama7b.yaml")
     s = summarize(built.module, make_inputs(built), call=built.forward, depth=1)
     assert s.total_params == 6_738_415_616 and s.device == "meta"
     assert s.layers[0].type == "Llama7B" and {r.calls for r in s.layers} == {1}
