@@ -1,6 +1,8 @@
 """The `cgtool` command line. Each command module registers its commands on `app`."""
 from __future__ import annotations
 
+import os
+
 import typer
 
 app = typer.Typer(
@@ -12,7 +14,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-
 
 
 def _version(value: bool):
@@ -33,14 +34,15 @@ def _root(
     """Inspect PyTorch computational graphs and models."""
 
 
-# Command modules register themselves on import.
-import importlib  # noqa: E402
-import importlib.util  # noqa: E402
-
-for _name in ("build_cmd", "inspect_cmd", "grad_cmd", "catalog_cmd"):
-    if importlib.util.find_spec(f"{__name__}.{_name}") is not None:
-        importlib.import_module(f"{__name__}.{_name}")
+# Command modules register themselves on import. None of them imports torch at module level
+# (each command imports what it needs when it runs), so --help and --version start fast; a
+# command module that fails to import is an error, never a silently missing command.
+from . import build_cmd, inspect_cmd, grad_cmd, catalog_cmd  # noqa: E402,F401,I001 - registration order is --help order
 
 
 def main() -> None:
+    if "_CGTOOL_COMPLETE" in os.environ:  # shell completion (typer's shells), set up only when a shell asks
+        from typer.completion import completion_init
+
+        completion_init()
     app()

@@ -7,7 +7,7 @@ import typer
 
 from . import app
 from .common import (ArgOpt, Device, DeviceOpt, DTypeOpt, InputOpt, JsonOpt, MaxIterationsOpt, MaxMemoryOpt, SeedOpt,
-                     SpecArg, build_from_cli, handle_errors)
+                     SpecArg, handle_errors)
 
 
 @app.command("build")
@@ -29,31 +29,24 @@ def build_command(
     max_iterations: MaxIterationsOpt = None,
 ):
     """Compile SPEC to a torch.nn module, check shapes with a dry run, and show its module tree."""
-    from ..errors import CgError
+    from ..api import describe
+
+    report = describe(spec, args=arg, inputs=input, device=device, dtype=dtype, seed=seed, save=save,
+                      max_memory=max_memory, max_iterations=max_iterations)
+    _render(report, json=json, max_depth=depth, show_code=code)
+
+
+def _render(report, *, json: bool, max_depth: int | None, show_code: bool) -> None:
+    # The `saved` line belongs in render/build.py; it stays here until that module takes a BuildReport.
     from ..render.build import render_structure, structure_json
-    from ..render.console import print_json
-    from ..inspect.structure import describe
+    from ..render.console import out, print_json
 
-    built, _ = build_from_cli(spec, args=arg, inputs=input, device=device, dtype=dtype, seed=seed,
-                              max_memory=max_memory, max_iterations=max_iterations)
-    if save:
-        if built.device.type == "meta":
-            raise CgError("cannot save weights built on the meta device: they have no values", "--save",
-                          hint="build with --device cpu to save")
-        if not save.endswith((".pt", ".pth")):
-            raise CgError("weights are saved as a .pt file", "--save", hint="for example --save weights.pt")
-        from ..inspect.tensorfiles import save_output
-
-        save_output(built.module.state_dict(), save)
-    structure = describe(built)
     if json:
-        data = structure_json(structure, show_code=code)
-        if save:
-            data["saved"] = save
+        data = structure_json(report, show_code=show_code)
+        if report.saved:
+            data["saved"] = report.saved
         print_json(data)
     else:
-        render_structure(structure, max_depth=depth, show_code=code)
-        if save:
-            from ..render.console import out
-
-            out().print(f"saved state_dict to {save}")
+        render_structure(report, max_depth=max_depth, show_code=show_code)
+        if report.saved:
+            out().print(f"saved state_dict to {report.saved}")

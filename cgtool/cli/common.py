@@ -1,10 +1,11 @@
-"""Shared CLI plumbing: option types and the error edge. Commands stay thin."""
+"""Shared CLI plumbing: option types and the error edge. Commands stay thin.
+
+Nothing here imports torch (nor anything that does): `cgtool --help` must start fast."""
 from __future__ import annotations
 
 import enum
 import functools
 import os
-import sys
 from typing import Annotated, Optional
 
 import typer
@@ -50,7 +51,6 @@ MaxIterationsOpt = Annotated[
 ]
 
 
-
 def handle_errors(fn):
     """Map user mistakes to `error: PLACE: message` on stderr and an exit code; never a traceback."""
 
@@ -77,51 +77,3 @@ def handle_errors(fn):
             raise typer.Exit(1) from None
 
     return wrapper
-
-
-def read_text(path: str) -> tuple[str, str]:
-    """(text, display name) of a spec argument: a file path or - for stdin."""
-    if path == "-":
-        return sys.stdin.read(), "<stdin>"
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read(), path
-    except FileNotFoundError:
-        raise CgError("no such file", path, hint="check the path") from None
-    except IsADirectoryError:
-        raise CgError("is a directory, not a spec file", path) from None
-    except UnicodeDecodeError:
-        raise CgError("not a UTF-8 text file", path) from None
-    except OSError as e:
-        raise CgError(f"cannot read: {e.strerror}", path) from None
-
-
-def parse_args(items: list[str] | None) -> dict:
-    """--arg NAME=VALUE pairs; values are read by the spec (numbers, expressions over args, words)."""
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise CgError(f"--arg {item!r} needs NAME=VALUE", "--arg", hint="for example --arg d_model=1024")
-        name, value = item.split("=", 1)
-        name = name.strip()
-        if not name.isidentifier():
-            raise CgError(f"--arg name {name!r} is not a name", "--arg")
-        out[name] = value.strip()
-    return out
-
-
-def build_from_cli(spec: str, *, args=None, inputs=None, device="cpu", dtype=None, seed: int = 0,
-                   check: bool = True, max_memory: str | None = None, max_iterations: int | None = None):
-    """Build a spec from command-line options: (Built, input tensors on the model's device)."""
-    from ..build.memory import parse_bytes
-    from ..build.model import build_model
-    from ..build.inputs import example_inputs
-    from ..lang import Limits
-
-    text, name = read_text(spec)
-    limits = Limits(max_loop_iterations=max_iterations) if max_iterations else None
-    built = build_model(text, file=name, args=parse_args(args), device=getattr(device, "value", device),
-                        dtype=getattr(dtype, "value", dtype), seed=seed, inputs=inputs or [], check=check,
-                        max_bytes=parse_bytes(max_memory) if max_memory else None, limits=limits)
-    tensors = example_inputs(built) if (built.inputs or built.given) else {}
-    return built, tensors

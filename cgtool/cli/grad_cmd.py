@@ -31,17 +31,12 @@ def grad_command(
 ):
     """Gradient paths of an expression: each path, its factors, contribution and symbolic form, the sum, and
     the check against autograd."""
+    from ..api import grad
     from ..errors import CheckFailed
-    from ..graph.expression import parse_assignments
-    from ..graph.gradients import explain
-    from ..lang import DEFAULT_LIMITS, Limits
     from ..render.console import print_json
     from ..render.grad import grad_json, render_grad
-    from .common import read_text
 
-    text, file = read_text("-") if expr == "-" else (expr, "<expr>")
-    limits = DEFAULT_LIMITS if max_iterations is None else Limits(max_loop_iterations=max_iterations)
-    report = explain(text, parse_assignments(at), wrt=wrt, root=root, max_paths=max_paths, file=file, limits=limits)
+    report = grad(expr, at=at, wrt=wrt, root=root, max_paths=max_paths, max_iterations=max_iterations)
     if json:
         print_json(grad_json(report))
     else:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Optional
 
-import torch
 import typer
 
 from . import app
@@ -19,7 +18,6 @@ from .common import (
     JsonOpt,
     SeedOpt,
     SpecArg,
-    build_from_cli,
     handle_errors,
 )
 
@@ -53,11 +51,6 @@ TrainOpt = Annotated[
 ]
 
 
-def _title(built) -> str:
-    name = getattr(built.spec, "name", None)
-    return name or type(built.module).__name__
-
-
 @app.command("params")
 @handle_errors
 def params_cmd(
@@ -71,21 +64,18 @@ def params_cmd(
     max_memory: MaxMemoryOpt = None,
 ) -> None:
     """Parameter table: names, shapes, counts, trainable, dtype, device, shared tensors; buffers apart; totals."""
-    from ..inspect.params import param_table
+    from ..api import params
     from ..render.console import print_json
     from ..render.params import params_csv, params_json, print_params
 
     fmt = _format(json_out, fmt)
-    # No dry run: the table needs shapes and dtypes only, never a forward.
-    built, _ = build_from_cli(spec, args=arg, inputs=None, device=device, dtype=dtype, seed=seed, check=False,
-                              max_memory=max_memory)
-    table = param_table(built.module)
+    table = params(spec, args=arg, device=device, dtype=dtype, seed=seed, max_memory=max_memory)
     if fmt is Format.json:
         print_json(params_json(table))
     elif fmt is Format.csv:
         typer.echo(params_csv(table), nl=False)
     else:
-        print_params(table, _title(built))
+        print_params(table, table.model)
 
 
 @app.command("summary")
@@ -103,17 +93,16 @@ def summary_cmd(
     max_iterations: MaxIterationsOpt = None,
 ) -> None:
     """Per-layer table of one forward pass: input/output shapes, parameters, calls, FLOPs (torch's counter)."""
+    from ..api import summary
     from ..render.console import print_json
     from ..render.summary import print_summary, summary_json
-    from ..inspect.summary import summarize
 
-    built, tensors = build_from_cli(spec, args=arg, inputs=input, device=device, dtype=dtype, seed=seed,
-                                    max_memory=max_memory, max_iterations=max_iterations)
-    result = summarize(built.module, tensors, depth=depth, call=built.forward)
+    result = summary(spec, args=arg, inputs=input, device=device, dtype=dtype, seed=seed, depth=depth,
+                     max_memory=max_memory, max_iterations=max_iterations)
     if json_out:
         print_json(summary_json(result))
     else:
-        print_summary(result, _title(built))
+        print_summary(result, result.model)
 
 
 @app.command("run")
@@ -133,26 +122,18 @@ def run_cmd(
     max_iterations: MaxIterationsOpt = None,
 ) -> None:
     """Forward pass on the spec's inputs (seeded random, --input shapes or tensor files); prints or saves the output."""
-    from ..render.console import print_json
+    from ..api import run
+    from ..render.console import print_json, print_warning
     from ..render.run import print_run, run_json
-    from ..inspect.run import describe_outputs
-    from ..inspect.tensorfiles import apply_weights, load_state_dict, save_output
 
-    built, tensors = build_from_cli(spec, args=arg, inputs=input, device=device, dtype=dtype, seed=seed,
-                                    max_memory=max_memory, max_iterations=max_iterations)
-    if weights is not None:
-        if not apply_weights(built.module, load_state_dict(weights), place=weights):
-            from ..render.console import print_warning
-
-            print_warning(f"{weights}: names and shapes match the model; on the meta device there are no values to load")
-    built.module.train(train)  # our own freshly built module: evaluation mode unless asked
-    with torch.no_grad():
-        result = describe_outputs(built.forward(tensors))
-    saved = save_output(result.saved_object(), output) if output else None
+    result = run(spec, args=arg, inputs=input, device=device, dtype=dtype, seed=seed, weights=weights, train=train,
+                 output=output, max_memory=max_memory, max_iterations=max_iterations)
+    for warning in result.warnings:
+        print_warning(warning)
     if json_out:
-        print_json(run_json(result, saved))
+        print_json(run_json(result, result.saved))
     else:
-        print_run(result, saved)
+        print_run(result, result.saved)
 
 
 def _format(json_out: bool, fmt: Format | None) -> Format:

@@ -1,11 +1,14 @@
-"""What a forward pass produced: output shapes, dtypes, statistics and previews.
+"""Running a built model (weights, train/eval mode, a no-grad forward, saving the output) and
+what the forward produced: output shapes, dtypes, statistics and previews.
 """
 from __future__ import annotations
+import dataclasses
 import math
+import os
 from dataclasses import dataclass
 import torch
 from ..errors import CgError
-from .tensorfiles import FULL_PREVIEW, SMALL_NUMEL, dtype_name, flatten_outputs
+from .tensorfiles import FULL_PREVIEW, SMALL_NUMEL, apply_weights, dtype_name, flatten_outputs, load_state_dict, save_output
 
 
 # --------------------------------------------------------------------------- what a run produced
@@ -42,6 +45,8 @@ class OutputInfo:
 class RunResult:
     outputs: list[OutputInfo]
     device: str
+    saved: str | None = None  # the file the outputs were written to (``--output``)
+    warnings: tuple[str, ...] = ()  # what the user should know, e.g. weights checked but not loaded on meta
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {o.name: o.tensor for o in self.outputs}
@@ -101,3 +106,27 @@ def describe_outputs(result) -> RunResult:
     outputs = [describe_output(k, v) for k, v in flat.items()]
     devices = {o.device for o in outputs}
     return RunResult(outputs=outputs, device=devices.pop() if len(devices) == 1 else ",".join(sorted(devices)))
+
+
+# --------------------------------------------------------------------------- running a built model
+
+
+def run_model(built, inputs: dict, *, weights=None, train: bool = False, output=None) -> RunResult:
+    """One forward pass of a built spec (:class:`cgtool.build.model.Built`) on named *inputs*.
+
+    *weights*: a state_dict file (``build --save``) loaded first, names and shapes checked exactly;
+    on the meta device they are checked only, and a warning says so. The module runs in evaluation
+    mode unless *train*, under ``torch.no_grad()``. *output*: save the outputs there (``.pt``/``.npy``,
+    atomically); the result's ``saved`` names the file.
+    """
+    warnings = []
+    if weights is not None:
+        weights = os.fspath(weights)
+        if not apply_weights(built.module, load_state_dict(weights), place=weights):
+            warnings.append(f"{weights}: names and shapes match the model; on the meta device there are no values "
+                            "to load")
+    built.module.train(train)  # our own freshly built module: evaluation mode unless asked
+    with torch.no_grad():
+        result = describe_outputs(built.forward(inputs))
+    saved = save_output(result.saved_object(), os.fspath(output)) if output else None
+    return dataclasses.replace(result, saved=saved, warnings=tuple(warnings))

@@ -293,6 +293,22 @@ def save_output(obj, path: str) -> str:
     return path
 
 
+def save_state_dict(module: torch.nn.Module, path: str, *, device=None, place: str = "--save") -> str:
+    """Write *module*'s ``state_dict`` to a ``.pt``/``.pth`` file atomically (what ``build --save`` does).
+
+    Refused for a model built on the meta device (*device*, or any meta tensor: no values) and for
+    any other suffix; the file loads back with :func:`load_state_dict` / ``run --weights``.
+    Returns the path written.
+    """
+    state = module.state_dict()
+    if torch.device(device or "cpu").type == "meta" or any(t.is_meta for t in state.values()):
+        raise CgError("cannot save weights built on the meta device: they have no values", place,
+                      hint="build with --device cpu to save")
+    if not path.endswith(TORCH_SUFFIXES):
+        raise CgError("weights are saved as a .pt file", place, hint="for example --save weights.pt")
+    return save_output(state, path)
+
+
 def _unlink_quietly(path: str) -> None:
     try:
         os.unlink(path)

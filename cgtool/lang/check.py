@@ -55,6 +55,7 @@ def parse(
     *,
     reserved: dict[str, str] | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    functions: dict[str, object] | None = None,
 ) -> Program:
     """Parse and check *source*.
 
@@ -62,6 +63,7 @@ def parse(
     (inputs, modules, constants, args). With ``known=None`` unknown names are
     allowed and collected in ``Program.free`` (the leaves of an expression).
     ``reserved`` maps names that may be read but not rebound to what they name.
+    ``functions`` are the names the program may call (default: all of ``FUNCTIONS``).
     """
     if len(source.text) > limits.max_source_chars:
         raise CgError(f"program is {len(source.text):,} characters, over the cap of {limits.max_source_chars:,}",
@@ -74,7 +76,7 @@ def parse(
                       hint="the forward language is a small subset of Python") from None
     except (ValueError, RecursionError, MemoryError) as e:
         raise CgError(f"cannot parse program: {e}", source.loc(1)) from None
-    checker = Checker(source, known, reserved or {})
+    checker = Checker(source, known, reserved or {}, functions=functions)
     checker.check(tree)
     return Program(tree, source, checker.assigned, checker.free, checker.calls, checker.has_return)
 
@@ -82,8 +84,10 @@ def parse(
 class Checker(ast.NodeVisitor):
     """Accepts the language and nothing else; raises CgError at the first offence."""
 
-    def __init__(self, source: Source, known: set[str] | None, reserved: dict[str, str] | None = None):
+    def __init__(self, source: Source, known: set[str] | None, reserved: dict[str, str] | None = None,
+                 functions: dict[str, object] | None = None):
         self.source = source
+        self.functions = FUNCTIONS if functions is None else functions
         self.known = known
         self.reserved = reserved or {}
         self.assigned: list[str] = []
@@ -199,29 +203,29 @@ class Checker(ast.NodeVisitor):
         if self.known is None:
             # An expression's leaves are the names read before they are assigned (`x = x * 2`
             # reads the leaf x and binds its second version), functions and constants aside.
-            if name not in self.bound and name not in self.free and name not in FUNCTIONS \
+            if name not in self.bound and name not in self.free and name not in self.functions \
                     and name not in CONSTANT_NAMES:
                 self.free.append(name)
             return
-        if name in FUNCTIONS or name in CONSTANT_NAMES or name in self.assigned:
+        if name in self.functions or name in CONSTANT_NAMES or name in self.assigned:
             return
         if name in self.known:
             return
         defined = sorted(self.known | set(self.assigned))
-        hint = did_you_mean(name, list(self.known) + self.assigned + list(FUNCTIONS))
+        hint = did_you_mean(name, list(self.known) + self.assigned + list(self.functions))
         listing = ", ".join(defined) if defined else "nothing"
         self.fail(node, f"unknown name {name!r} (defined here: {listing})",
                   hint=hint or "define it in the spec (inputs, modules, constants, parameters, args) or assign it first")
 
     def visit_Call(self, node: ast.Call):
         func = node.func
-        if isinstance(func, ast.Name) and func.id in FUNCTIONS and func.id not in self.assigned \
+        if isinstance(func, ast.Name) and func.id in self.functions and func.id not in self.assigned \
                 and (self.known is None or func.id not in self.known):
             self.calls.add(func.id)
         elif isinstance(func, ast.Name) and self.known is None and func.id not in self.assigned:
-            hint = did_you_mean(func.id, FUNCTIONS)
+            hint = did_you_mean(func.id, self.functions)
             self.fail(func, f"unknown function {func.id!r}",
-                      hint=hint or f"allowed functions: {', '.join(sorted(FUNCTIONS))}")
+                      hint=hint or f"allowed functions: {', '.join(sorted(self.functions))}")
         for kw in node.keywords:
             if kw.arg is None:
                 self.fail(kw, "** unpacking is not allowed")

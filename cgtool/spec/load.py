@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from .. import lang
 from . import yamlpos
-from .values import eval_constant
+from .values import eval_constant, string_value
 from ..errors import CgError, Loc, did_you_mean
 from .model import DTYPES, INITS, KINDS, MAX_DEPTH, MAX_LAYERS, MAX_REPEAT, TOP_KEYS, Call, InputSpec, Layer, Spec, TensorSpec
 
@@ -77,17 +77,43 @@ def _place(loc: Loc, where: str | None = None) -> str:
 
 
 def _spec_from_data(data, file, loc, *, overrides, ctx: _Ctx, default_name) -> Spec:
+    _check_spec_mapping(data, loc, ctx)
+    loc = getattr(data, "loc", loc)
+    _check_top_keys(data, loc)
+    kind = _kind(data, loc)
+    spec = Spec(name=_spec_name(data, loc, default_name), kind=kind, file=file, loc=loc,
+                description=data.get("description"))
+    spec.args = _resolve_args(data, overrides, loc, ctx)
+    env = dict(spec.args)
+    spec.inputs = _inputs(data, env, loc, ctx)
+    spec.declared_inputs = "inputs" in data
+    inner = _Ctx(ctx.root_dir, ctx.stack, ctx.depth + 1, ctx.layer_count, ctx.limits)
+    spec.layers = _LAYERS_OF_KIND[kind](data, loc, env, inner)
+    if kind != "sequential":
+        _module_parts(data, spec, env, loc, ctx)
+    spec.ties = _ties(data.get("tie"), _loc_of(data, "tie", loc))
+    _check_names(spec)
+    return spec
+
+
+def _check_spec_mapping(data, loc, ctx: _Ctx):
     if ctx.depth > MAX_DEPTH:
         raise CgError(f"specs are nested more than {MAX_DEPTH} deep", loc, hint="flatten the nesting")
     if not isinstance(data, dict):
         raise CgError(f"a spec must be a mapping with `kind:`, found {_describe(data)}", loc,
                       hint="start the file with `kind: sequential` (or modulelist, moduledict, module)")
-    loc = getattr(data, "loc", loc)
+
+
+def _check_top_keys(data, loc):
     for key in data:
         if key not in TOP_KEYS and key not in ("spec", "repeat"):
             hint = did_you_mean(str(key), TOP_KEYS)
             raise CgError(f"unknown key {key!r}", _key_loc(data, key, loc),
                           hint=hint or f"spec keys: {', '.join(sorted(TOP_KEYS))}")
+
+
+def _kind(data, loc) -> str:
+    """The spec's `kind`; without one, `layers` alone means sequential and a `forward` means module."""
     kind = data.get("kind")
     if kind is None:
         kind = "sequential" if "layers" in data and "forward" not in data else "module" if "forward" in data else None
@@ -97,52 +123,60 @@ def _spec_from_data(data, file, loc, *, overrides, ctx: _Ctx, default_name) -> S
         hint = did_you_mean(str(kind), KINDS)
         raise CgError(f"unknown kind {kind!r}", _loc_of(data, "kind", loc),
                       hint=hint or f"kind is one of {', '.join(KINDS)}")
+    return kind
+
+
+def _spec_name(data, loc, default_name) -> str:
     name = data.get("name", default_name)
     if not isinstance(name, str) or not name.isidentifier():
         raise CgError(f"name must be an identifier, found {name!r}", _loc_of(data, "name", loc))
-    spec = Spec(name=name, kind=kind, file=file, loc=loc, description=data.get("description"))
-    spec.args = _resolve_args(data, overrides, loc, ctx)
-    env = dict(spec.args)
-    spec.inputs = _inputs(data, env, loc, ctx)
-    spec.declared_inputs = "inputs" in data
-    ctx2 = _Ctx(ctx.root_dir, ctx.stack, ctx.depth + 1, ctx.layer_count, ctx.limits)
+    return name
 
-    if kind == "sequential":
-        _require(data, "layers", loc, "a sequential spec lists its `layers`")
-        _forbid(data, ("forward", "modules", "constants", "parameters"), loc,
-                "a sequential spec has no {key}: its forward is the chain of layers (use kind: module)")
-        spec.layers = _layers(data["layers"], "layers", _loc_of(data, "layers", loc), env, ctx2, allow_mapping=True)
-    elif kind == "modulelist":
-        _require(data, "layers", loc, "a modulelist spec lists its `layers`")
-        _forbid(data, ("modules",), loc, "a modulelist spec names its entries `layers` (a list)")
-        if not isinstance(data["layers"], list):
-            raise CgError("modulelist `layers` must be a list", _loc_of(data, "layers", loc),
-                          hint="use kind: moduledict for named entries")
-        spec.layers = _layers(data["layers"], "layers", _loc_of(data, "layers", loc), env, ctx2, allow_mapping=False)
-    elif kind == "moduledict":
-        _require(data, "modules", loc, "a moduledict spec maps names to `modules`")
-        _forbid(data, ("layers",), loc, "a moduledict spec names its entries `modules` (a mapping)")
-        if not isinstance(data["modules"], dict):
-            raise CgError("moduledict `modules` must be a mapping name -> layer", _loc_of(data, "modules", loc))
-        spec.layers = _layers(data["modules"], "modules", _loc_of(data, "modules", loc), env, ctx2,
-                              allow_mapping=True)
-    else:
-        _forbid(data, ("layers",), loc, "a module spec names its submodules under `modules` (a mapping)")
-        mods = data.get("modules") or {}
-        if not isinstance(mods, dict):
-            raise CgError("`modules` must be a mapping name -> layer", _loc_of(data, "modules", loc))
-        spec.layers = _layers(mods, "modules", _loc_of(data, "modules", loc), env, ctx2, allow_mapping=True)
 
-    if kind != "sequential":
-        spec.constants = _tensors(data.get("constants"), "constants", _loc_of(data, "constants", loc), env)
-        spec.parameters = _tensors(data.get("parameters"), "parameters", _loc_of(data, "parameters", loc), env)
-        _require(data, "forward", loc, f"a {kind} spec needs a `forward` program: "
-                 + ("ModuleList" if kind == "modulelist" else "ModuleDict" if kind == "moduledict" else "nn.Module")
-                 + " defines no forward of its own")
-        spec.forward = _forward(data, spec, env, loc, ctx)
-    spec.ties = _ties(data.get("tie"), _loc_of(data, "tie", loc))
-    _check_names(spec)
-    return spec
+def _sequential_layers(data, loc, env, ctx: _Ctx):
+    _require(data, "layers", loc, "a sequential spec lists its `layers`")
+    _forbid(data, ("forward", "modules", "constants", "parameters"), loc,
+            "a sequential spec has no {key}: its forward is the chain of layers (use kind: module)")
+    return _layers(data["layers"], "layers", _loc_of(data, "layers", loc), env, ctx, allow_mapping=True)
+
+
+def _modulelist_layers(data, loc, env, ctx: _Ctx):
+    _require(data, "layers", loc, "a modulelist spec lists its `layers`")
+    _forbid(data, ("modules",), loc, "a modulelist spec names its entries `layers` (a list)")
+    if not isinstance(data["layers"], list):
+        raise CgError("modulelist `layers` must be a list", _loc_of(data, "layers", loc),
+                      hint="use kind: moduledict for named entries")
+    return _layers(data["layers"], "layers", _loc_of(data, "layers", loc), env, ctx, allow_mapping=False)
+
+
+def _moduledict_layers(data, loc, env, ctx: _Ctx):
+    _require(data, "modules", loc, "a moduledict spec maps names to `modules`")
+    _forbid(data, ("layers",), loc, "a moduledict spec names its entries `modules` (a mapping)")
+    if not isinstance(data["modules"], dict):
+        raise CgError("moduledict `modules` must be a mapping name -> layer", _loc_of(data, "modules", loc))
+    return _layers(data["modules"], "modules", _loc_of(data, "modules", loc), env, ctx, allow_mapping=True)
+
+
+def _module_layers(data, loc, env, ctx: _Ctx):
+    _forbid(data, ("layers",), loc, "a module spec names its submodules under `modules` (a mapping)")
+    mods = data.get("modules") or {}
+    if not isinstance(mods, dict):
+        raise CgError("`modules` must be a mapping name -> layer", _loc_of(data, "modules", loc))
+    return _layers(mods, "modules", _loc_of(data, "modules", loc), env, ctx, allow_mapping=True)
+
+
+_LAYERS_OF_KIND = {"sequential": _sequential_layers, "modulelist": _modulelist_layers,
+                   "moduledict": _moduledict_layers, "module": _module_layers}
+
+
+def _module_parts(data, spec: Spec, env, loc, ctx: _Ctx):
+    """What a spec with its own forward has besides layers: constants, parameters, the forward."""
+    spec.constants = _tensors(data.get("constants"), "constants", _loc_of(data, "constants", loc), env)
+    spec.parameters = _tensors(data.get("parameters"), "parameters", _loc_of(data, "parameters", loc), env)
+    container = {"modulelist": "ModuleList", "moduledict": "ModuleDict"}.get(spec.kind, "nn.Module")
+    _require(data, "forward", loc, f"a {spec.kind} spec needs a `forward` program: {container} defines no forward "
+             "of its own")
+    spec.forward = _forward(data, spec, env, loc, ctx)
 
 
 def _key_loc(data, key, default):
@@ -199,24 +233,8 @@ def _value(value, env, loc, what, limits):
     if isinstance(value, dict):
         return {k: _value(v, env, _loc_of(value, k, loc), what, limits) for k, v in value.items()}
     if isinstance(value, str):
-        return _string_value(value, env, loc, what, limits)
+        return string_value(value, env, loc, what=what, limits=limits)
     raise CgError(f"unsupported value {value!r} in {what}", loc)
-
-
-def _string_value(text, env, loc, what, limits):
-    """`4 * d` → a number; `relu` (not an arg) → the string itself; `4 * dd` → unknown-name error."""
-    try:
-        tree = ast.parse(text.strip(), mode="eval")
-    except (SyntaxError, ValueError, RecursionError):
-        return str(text)
-    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
-    if isinstance(tree.body, ast.Name) and tree.body.id not in env:
-        return str(text)  # a plain word: a string argument such as `same` or `relu`
-    if isinstance(tree.body, ast.Constant):
-        return tree.body.value if not isinstance(tree.body.value, str) else str(text)
-    if not names and not isinstance(tree.body, (ast.BinOp, ast.UnaryOp, ast.Tuple, ast.List)):
-        return str(text)
-    return eval_constant(text, env, loc, what=what, limits=limits)
 
 
 def _int(value, loc, what, *, minimum=0) -> int:
@@ -267,23 +285,26 @@ def _inputs(data, env, loc, ctx) -> dict[str, InputSpec]:
         where = _loc_of(raw, name, loc)
         if not isinstance(name, str) or not name.isidentifier() or name.startswith("_") or name == "self":
             raise CgError(f"input name {name!r} must be an identifier", where)
-        if isinstance(entry, dict) and "shape" in entry:
-            extra = set(entry) - {"shape", "dtype", "low", "high"}
-            if extra:
-                raise CgError(f"unknown key {sorted(extra)[0]!r} in input {name!r}", where,
-                              hint="an input takes shape, dtype, low, high")
-            shape, named = _shape(entry["shape"], env, _loc_of(entry, "shape", where), f"inputs.{name}.shape",
-                                  ctx.limits)
-            dtype = _dtype(entry.get("dtype", "float32"), _loc_of(entry, "dtype", where))
-            low = _value(entry.get("low"), env, where, "low", ctx.limits)
-            high = _value(entry.get("high"), env, where, "high", ctx.limits)
-            if not dtype.is_floating_point and dtype != torch.bool and high is None:
-                raise CgError(f"integer input {name!r} needs `high` (values are drawn from [low, high))", where)
-            out[name] = InputSpec(name, shape, dtype, low, high, named, where)
-        else:
-            shape, named = _shape(entry, env, where, f"inputs.{name}", ctx.limits)
-            out[name] = InputSpec(name, shape, torch.float32, None, None, named, where)
+        out[name] = _input(name, entry, env, where, ctx)
     return out
+
+
+def _input(name, entry, env, where, ctx) -> InputSpec:
+    """`[2, 784]`, or `{shape: [B: 1, T: 64], dtype: long, high: vocab}` for token ids."""
+    if not (isinstance(entry, dict) and "shape" in entry):
+        shape, named = _shape(entry, env, where, f"inputs.{name}", ctx.limits)
+        return InputSpec(name, shape, torch.float32, None, None, named, where)
+    extra = set(entry) - {"shape", "dtype", "low", "high"}
+    if extra:
+        raise CgError(f"unknown key {sorted(extra)[0]!r} in input {name!r}", where,
+                      hint="an input takes shape, dtype, low, high")
+    shape, named = _shape(entry["shape"], env, _loc_of(entry, "shape", where), f"inputs.{name}.shape", ctx.limits)
+    dtype = _dtype(entry.get("dtype", "float32"), _loc_of(entry, "dtype", where))
+    low = _value(entry.get("low"), env, where, "low", ctx.limits)
+    high = _value(entry.get("high"), env, where, "high", ctx.limits)
+    if not dtype.is_floating_point and dtype != torch.bool and high is None:
+        raise CgError(f"integer input {name!r} needs `high` (values are drawn from [low, high))", where)
+    return InputSpec(name, shape, dtype, low, high, named, where)
 
 
 def _dtype(value, loc) -> torch.dtype:
@@ -303,37 +324,46 @@ def _tensors(raw, section, loc, env) -> dict[str, TensorSpec]:
         where = _loc_of(raw, name, loc)
         _check_identifier(name, where, section)
         if isinstance(entry, list):
-            value = _value(entry, env, where, f"{section}.{name}", lang.DEFAULT_LIMITS)
-            try:
-                shape = tuple(torch.tensor(value, dtype=torch.float64, device="meta").shape)
-            except (TypeError, ValueError, RuntimeError) as e:
-                raise CgError(f"{section}.{name}: not a rectangular list of numbers ({e})", where) from None
-            out[name] = TensorSpec(name, shape, None, value, loc=where)
-            continue
-        if not isinstance(entry, dict):
+            out[name] = _literal_tensor(name, entry, section, env, where)
+        elif isinstance(entry, dict):
+            out[name] = _init_tensor(name, entry, section, env, where)
+        else:
             raise CgError(f"{section}.{name} must be {{init: ..., shape: [...]}} or a list of numbers", where)
-        extra = set(entry) - {"init", "shape", "value", "scale", "dtype"}
-        if extra:
-            raise CgError(f"unknown key {sorted(extra)[0]!r} in {section}.{name}", where,
-                          hint="a tensor takes init, shape, value, scale, dtype")
-        init = entry.get("init", "zeros")
-        if init not in INITS:
-            hint = did_you_mean(str(init), INITS)
-            raise CgError(f"unknown init {init!r} for {section}.{name}", _loc_of(entry, "init", where),
-                          hint=hint or f"init is one of {', '.join(INITS)}")
-        if "shape" not in entry:
-            raise CgError(f"{section}.{name} needs a `shape`", where)
-        shape, _ = _shape(entry["shape"], env, _loc_of(entry, "shape", where), f"{section}.{name}.shape",
-                          lang.DEFAULT_LIMITS)
-        if init == "eye" and len(shape) != 2:
-            raise CgError(f"init eye needs a 2-d shape, found {list(shape)}", where)
-        if init == "full" and "value" not in entry:
-            raise CgError(f"init full needs a `value` for {section}.{name}", where)
-        value = _value(entry.get("value"), env, where, f"{section}.{name}.value", lang.DEFAULT_LIMITS)
-        scale = _value(entry.get("scale"), env, where, f"{section}.{name}.scale", lang.DEFAULT_LIMITS)
-        dtype = _dtype(entry["dtype"], _loc_of(entry, "dtype", where)) if "dtype" in entry else None
-        out[name] = TensorSpec(name, shape, init, value, scale, dtype, where)
     return out
+
+
+def _literal_tensor(name, entry: list, section, env, where) -> TensorSpec:
+    value = _value(entry, env, where, f"{section}.{name}", lang.DEFAULT_LIMITS)
+    try:
+        shape = tuple(torch.tensor(value, dtype=torch.float64, device="meta").shape)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise CgError(f"{section}.{name}: not a rectangular list of numbers ({e})", where) from None
+    return TensorSpec(name, shape, None, value, loc=where)
+
+
+def _init_tensor(name, entry: dict, section, env, where) -> TensorSpec:
+    """`{init: rand|randn|zeros|ones|eye|full|arange, shape: [...], value:, scale:, dtype:}`."""
+    extra = set(entry) - {"init", "shape", "value", "scale", "dtype"}
+    if extra:
+        raise CgError(f"unknown key {sorted(extra)[0]!r} in {section}.{name}", where,
+                      hint="a tensor takes init, shape, value, scale, dtype")
+    init = entry.get("init", "zeros")
+    if init not in INITS:
+        hint = did_you_mean(str(init), INITS)
+        raise CgError(f"unknown init {init!r} for {section}.{name}", _loc_of(entry, "init", where),
+                      hint=hint or f"init is one of {', '.join(INITS)}")
+    if "shape" not in entry:
+        raise CgError(f"{section}.{name} needs a `shape`", where)
+    shape, _ = _shape(entry["shape"], env, _loc_of(entry, "shape", where), f"{section}.{name}.shape",
+                      lang.DEFAULT_LIMITS)
+    if init == "eye" and len(shape) != 2:
+        raise CgError(f"init eye needs a 2-d shape, found {list(shape)}", where)
+    if init == "full" and "value" not in entry:
+        raise CgError(f"init full needs a `value` for {section}.{name}", where)
+    value = _value(entry.get("value"), env, where, f"{section}.{name}.value", lang.DEFAULT_LIMITS)
+    scale = _value(entry.get("scale"), env, where, f"{section}.{name}.scale", lang.DEFAULT_LIMITS)
+    dtype = _dtype(entry["dtype"], _loc_of(entry, "dtype", where)) if "dtype" in entry else None
+    return TensorSpec(name, shape, init, value, scale, dtype, where)
 
 
 def _check_identifier(name, where, section):
@@ -345,36 +375,16 @@ def _check_identifier(name, where, section):
 
 
 def _layers(raw, section, loc, env, ctx: _Ctx, *, allow_mapping: bool) -> list[tuple[str | None, Layer]]:
-    if isinstance(raw, dict):
-        if not allow_mapping:
-            raise CgError(f"`{section}` must be a list", loc)
-        items = [(k, v, _loc_of(raw, k, loc), f"{section}.{k}") for k, v in raw.items()]
-    elif isinstance(raw, list):
-        _detect_split_calls(raw, loc)
-        items = [(None, v, _loc_of(raw, i, loc), f"{section}[{i}]") for i, v in enumerate(raw)]
-    else:
-        raise CgError(f"`{section}` must be a list or a mapping of layers", loc)
     out: list[tuple[str | None, Layer]] = []
-    defined: set[str] = set()
-    for name, entry, where_loc, where in items:
+    defined: set[str] = set()  # names (or list positions) of the layers so far, for refs
+    for name, entry, where_loc, where in _layer_entries(raw, section, loc, allow_mapping):
         if name is not None:
             _check_identifier(name, where_loc, section)
         layer = _layer(entry, where, where_loc, env, ctx)
         if layer.ref is not None:
-            head = layer.ref.split(".")[0]
-            if head not in defined:
-                known = ", ".join(sorted(defined)) or "none yet"
-                hint = did_you_mean(head, defined)
-                raise CgError(f"{where}: ref to undefined module {layer.ref!r} (defined before it: {known})",
-                              where_loc, hint=hint or "a ref names a module defined earlier in the same spec")
-        if name is not None:
-            defined.add(name)
-        else:
-            defined.add(str(len(out)))
-        count = layer.repeat or 1
-        ctx.layer_count[0] += count
-        if ctx.layer_count[0] > MAX_LAYERS:
-            raise CgError(f"more than {MAX_LAYERS:,} layers in all", where_loc)
+            _check_ref(layer.ref, defined, where, where_loc)
+        defined.add(name if name is not None else str(len(out)))
+        _count_layers(layer.repeat or 1, ctx, where_loc)
         if name is None and layer.repeat is not None:
             # In a list, `repeat: N` stands for N fresh copies in a row.
             for _ in range(layer.repeat):
@@ -383,6 +393,33 @@ def _layers(raw, section, loc, env, ctx: _Ctx, *, allow_mapping: bool) -> list[t
         else:
             out.append((name, layer))
     return out
+
+
+def _layer_entries(raw, section, loc, allow_mapping: bool) -> list[tuple]:
+    """(name or None, entry, loc, spec path) for each entry of a `layers` list or `modules` mapping."""
+    if isinstance(raw, dict):
+        if not allow_mapping:
+            raise CgError(f"`{section}` must be a list", loc)
+        return [(k, v, _loc_of(raw, k, loc), f"{section}.{k}") for k, v in raw.items()]
+    if isinstance(raw, list):
+        _detect_split_calls(raw, loc)
+        return [(None, v, _loc_of(raw, i, loc), f"{section}[{i}]") for i, v in enumerate(raw)]
+    raise CgError(f"`{section}` must be a list or a mapping of layers", loc)
+
+
+def _check_ref(ref: str, defined: set[str], where, loc):
+    head = ref.split(".")[0]
+    if head not in defined:
+        known = ", ".join(sorted(defined)) or "none yet"
+        hint = did_you_mean(head, defined)
+        raise CgError(f"{where}: ref to undefined module {ref!r} (defined before it: {known})", loc,
+                      hint=hint or "a ref names a module defined earlier in the same spec")
+
+
+def _count_layers(count: int, ctx: _Ctx, loc):
+    ctx.layer_count[0] += count
+    if ctx.layer_count[0] > MAX_LAYERS:
+        raise CgError(f"more than {MAX_LAYERS:,} layers in all", loc)
 
 
 def _detect_split_calls(raw: list, loc):
@@ -398,77 +435,91 @@ def _detect_split_calls(raw: list, loc):
 
 
 def _layer(entry, where, loc, env, ctx: _Ctx) -> Layer:
+    """One layer entry: a call string, or a mapping with `ref:`, `type:`, `spec:` or an inline `kind:`."""
     if isinstance(entry, str):
         return Layer(where, loc, call=_call_from_text(entry, env, loc, where, ctx))
     if not isinstance(entry, dict):
         raise CgError(f"{where}: a layer is a call such as 'Linear(784, 256)' or a mapping, found {_describe(entry)}",
                       loc)
-    repeat = None
-    if "repeat" in entry:
-        rloc = _loc_of(entry, "repeat", loc)
-        repeat = _int(_value(entry["repeat"], env, rloc, "repeat", ctx.limits), rloc, f"{where}.repeat", minimum=1)
-        if repeat > MAX_REPEAT:
-            raise CgError(f"{where}.repeat is {repeat:,}, over the cap of {MAX_REPEAT:,}", rloc)
+    repeat = _repeat(entry, where, loc, env, ctx)
     body = {k: v for k, v in entry.items() if k != "repeat"}
+    return _LAYER_FORMS[_layer_form(body, where, loc)](body, repeat, where, loc, env, ctx)
+
+
+def _repeat(entry, where, loc, env, ctx: _Ctx) -> int | None:
+    if "repeat" not in entry:
+        return None
+    rloc = _loc_of(entry, "repeat", loc)
+    repeat = _int(_value(entry["repeat"], env, rloc, "repeat", ctx.limits), rloc, f"{where}.repeat", minimum=1)
+    if repeat > MAX_REPEAT:
+        raise CgError(f"{where}.repeat is {repeat:,}, over the cap of {MAX_REPEAT:,}", rloc)
+    return repeat
+
+
+def _layer_form(body: dict, where, loc) -> str:
     forms = [k for k in ("ref", "spec", "type", "kind") if k in body]
     if not forms:
         raise CgError(f"{where}: a layer mapping needs `type:`, `ref:`, `spec:` or an inline `kind:`", loc,
                       hint="for example {type: Linear, in_features: 784, out_features: 256}")
     if len(forms) > 1:
         raise CgError(f"{where}: a layer has one of type, ref, spec or kind, found {', '.join(forms)}", loc)
-    form = forms[0]
-    if form == "ref":
-        if len(body) != 1:
-            raise CgError(f"{where}: a ref takes nothing else", loc, hint="{ref: linear}")
-        if repeat is not None:
-            raise CgError(f"{where}: repeat makes fresh copies; a ref is the same module", loc)
-        ref = body["ref"]
-        if not isinstance(ref, (str, int)):
-            raise CgError(f"{where}: ref must name a module", loc)
-        return Layer(where, loc, ref=str(ref))
-    if form == "type":
-        type_name = body["type"]
-        if not isinstance(type_name, str):
-            raise CgError(f"{where}: type must be a layer class name such as Linear", loc)
-        kwargs = {}
-        for k, v in body.items():
-            if k == "type":
-                continue
-            kloc = _loc_of(body, k, loc)
-            kwargs[k] = _value(v, env, kloc, f"{where}.{k}", ctx.limits)
-        return Layer(where, loc, call=Call(type_name, [], kwargs, call_text(type_name, [], kwargs), loc),
-                     repeat=repeat)
-    # nested spec: inline (kind: ...) or by file (spec: path)
-    if form == "spec":
-        path = body["spec"]
-        sloc = _loc_of(body, "spec", loc)
-        extra = set(body) - {"spec", "args", "name"}
-        if extra:
-            raise CgError(f"{where}: unknown key {sorted(extra)[0]!r} next to spec:", loc,
-                          hint="a nested spec file takes spec, args and name")
-        sub_args = body.get("args") or {}
-        if not isinstance(sub_args, dict):
-            raise CgError(f"{where}.args must be a mapping", loc)
-        values = {k: _value(v, env, _loc_of(sub_args, k, loc), f"{where}.args.{k}", ctx.limits)
-                  for k, v in sub_args.items()}
-        spec = _include(path, sloc, values, ctx, where)
-        if "name" in body:
-            spec.name = str(body["name"])
-        return Layer(where, loc, spec=spec, repeat=repeat)
+    return forms[0]
+
+
+def _ref_layer(body: dict, repeat, where, loc, env, ctx: _Ctx) -> Layer:
+    """`{ref: name}`: the very same module again."""
+    if len(body) != 1:
+        raise CgError(f"{where}: a ref takes nothing else", loc, hint="{ref: linear}")
+    if repeat is not None:
+        raise CgError(f"{where}: repeat makes fresh copies; a ref is the same module", loc)
+    ref = body["ref"]
+    if not isinstance(ref, (str, int)):
+        raise CgError(f"{where}: ref must name a module", loc)
+    return Layer(where, loc, ref=str(ref))
+
+
+def _type_layer(body: dict, repeat, where, loc, env, ctx: _Ctx) -> Layer:
+    """`{type: Linear, in_features: 784, out_features: 256}`: a call with keyword arguments."""
+    type_name = body["type"]
+    if not isinstance(type_name, str):
+        raise CgError(f"{where}: type must be a layer class name such as Linear", loc)
+    kwargs = {k: _value(v, env, _loc_of(body, k, loc), f"{where}.{k}", ctx.limits)
+              for k, v in body.items() if k != "type"}
+    return Layer(where, loc, call=Call(type_name, [], kwargs, call_text(type_name, [], kwargs), loc), repeat=repeat)
+
+
+def _file_layer(body: dict, repeat, where, loc, env, ctx: _Ctx) -> Layer:
+    """`{spec: block.yaml, args: {d: 64}, name: Block}`: a nested spec from a file."""
+    extra = set(body) - {"spec", "args", "name"}
+    if extra:
+        raise CgError(f"{where}: unknown key {sorted(extra)[0]!r} next to spec:", loc,
+                      hint="a nested spec file takes spec, args and name")
+    sub_args = body.get("args") or {}
+    if not isinstance(sub_args, dict):
+        raise CgError(f"{where}.args must be a mapping", loc)
+    values = {k: _value(v, env, _loc_of(sub_args, k, loc), f"{where}.args.{k}", ctx.limits)
+              for k, v in sub_args.items()}
+    spec = _include(body["spec"], _loc_of(body, "spec", loc), values, ctx, where)
+    if "name" in body:
+        spec.name = str(body["name"])
+    return Layer(where, loc, spec=spec, repeat=repeat)
+
+
+def _inline_layer(body: dict, repeat, where, loc, env, ctx: _Ctx) -> Layer:
+    """`{kind: sequential, layers: [...]}`: a nested spec written in place."""
     if "args" in body and not isinstance(body["args"], dict):
         raise CgError(f"{where}.args must be a mapping", loc)
-    inline = type(body)(body) if isinstance(body, yamlpos.PosDict) else dict(body)
-    if isinstance(body, yamlpos.PosDict):
-        inline.loc, inline.locs, inline.key_locs = body.loc, body.locs, body.key_locs
-    # An inline spec sees its parent's args unless it declares its own.
-    overrides = {}
-    if "args" not in inline:
+    inline = dict(body)
+    if "args" not in inline:  # an inline spec sees its parent's args unless it declares its own
         inline_args = yamlpos.PosDict(env)
         inline_args.loc, inline_args.locs, inline_args.key_locs = loc, {}, {}
         inline["args"] = inline_args
-    spec = _spec_from_data(inline, loc.file or "<spec>", loc, overrides=overrides, ctx=ctx,
+    spec = _spec_from_data(inline, loc.file or "<spec>", loc, overrides={}, ctx=ctx,
                            default_name=where.split(".")[-1].split("[")[0].capitalize() or "Block")
     return Layer(where, loc, spec=spec, repeat=repeat)
+
+
+_LAYER_FORMS = {"ref": _ref_layer, "type": _type_layer, "spec": _file_layer, "kind": _inline_layer}
 
 
 def _include(path, loc, args, ctx: _Ctx, where) -> Spec:
@@ -513,7 +564,7 @@ def _call_from_text(text, env, loc, where, ctx: _Ctx) -> Call:
     if not isinstance(tree.body, (ast.Call, ast.IfExp)):
         raise CgError(f"{where}: a layer is a call such as 'Linear(784, 256)', found {text!r}", loc)
 
-    def call(name, args, kwargs, node):
+    def call(name, args, kwargs):
         return Call(name, args, kwargs, call_text(name, args, kwargs), loc)
 
     value = eval_constant(stripped, env, loc, what=f"{where} layer", call=call, limits=ctx.limits)
@@ -572,20 +623,18 @@ def _forward(data, spec: Spec, env, loc, ctx) -> lang.Program:
     start = getattr(text, "loc", floc)
     source = lang.Source(str(text), file=start.file or spec.file, line=start.line or 1,
                          col=(start.col or 1) - 1)
+    return lang.check_forward(source, _forward_names(spec), limits=ctx.limits)
+
+
+def _forward_names(spec: Spec) -> dict[str, str]:
+    """What each name a forward may read is: arg, input, module, container, constant or parameter."""
     known: dict[str, str] = {}
-    for n in spec.args:
-        known[n] = "arg"
-    for n in spec.input_names:
-        known[n] = "input"
-    for n, _ in spec.layers:
-        if n is not None:
-            known[n] = "module"
-    if spec.kind == "modulelist":
-        known["layers"] = "container"
-    if spec.kind == "moduledict":
-        known["modules"] = "container"
-    for n in spec.constants:
-        known[n] = "constant"
-    for n in spec.parameters:
-        known[n] = "parameter"
-    return lang.check_forward(source, known, limits=ctx.limits)
+    known.update((n, "arg") for n in spec.args)
+    known.update((n, "input") for n in spec.input_names)
+    known.update((n, "module") for n, _ in spec.layers if n is not None)
+    container = {"modulelist": "layers", "moduledict": "modules"}.get(spec.kind)
+    if container is not None:
+        known[container] = "container"
+    known.update((n, "constant") for n in spec.constants)
+    known.update((n, "parameter") for n in spec.parameters)
+    return known

@@ -1,99 +1,249 @@
-"""Spec values (`4 * d`, `(3, 3)`, `Linear(d, 4 * d)`): constant expressions over the spec's args.
+"""Spec values (`4 * d`, `(3, 3)`, `Linear(d, 4 * d)`): expressions of the forward language over the spec's args.
+
+A value is the program ``return <value>``: parsed and checked by the language's checker
+(:func:`cgtool.lang.parse`, allowed to call only the functions a value may call), compiled by
+its compiler (:func:`cgtool.lang.compile_forward`, with the same guards on huge numbers and
+sequences as a forward) and run once per use. A value uses a part of the language: literals,
+the spec's args, arithmetic, comparisons, boolean ops, conditional expressions, tuples, lists
+and calls of plain names; no attributes, subscripts or comprehensions. Compiled values are
+kept by text, so a value repeated across layers and specs compiles once.
 """
 from __future__ import annotations
 import ast
+import dataclasses
+import functools
+from dataclasses import dataclass
+from .. import lang
 from ..errors import CgError, did_you_mean
-from ..lang.limits import DEFAULT_LIMITS, Limits, make_guards
+from ..lang.limits import DEFAULT_LIMITS, Limits
 
 
-# --------------------------------------------------------------------------- constant expressions
+# Functions any value may call (an arg of the same name hides one). With a `call` callback,
+# every other name a value calls is a layer constructor, handed to the callback.
+HELPERS = {"int": int, "float": float, "min": min, "max": max, "round": round, "abs": abs}
+
+# The part of the language a value may use.
+_EXPRESSIONS = (ast.Constant, ast.Name, ast.BinOp, ast.UnaryOp, ast.Compare, ast.BoolOp,
+                ast.IfExp, ast.Tuple, ast.List, ast.Call, ast.keyword)
+_OPERATORS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow, ast.UAdd, ast.USub, ast.Not,
+              ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.And, ast.Or)
+_GRAMMAR = (ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop)  # checked with their node
+_CONSTANTS = (int, float, str, bool, type(None))
+_MAX_DEPTH = 100
+_HINT = "use numbers, strings, args names, arithmetic, tuples and lists"
+_FILE = "<spec value>"  # the compiled code's file name, to find its frame in a traceback
+_MAX_COMPILED = 4096
+
+
+# --------------------------------------------------------------------------- reading a value
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """A value's text read once (as one expression): its tree, or why it does not read."""
+
+    tree: ast.Expression | None
+    syntax_error: str | None = None  # ": <message>" or ""
+    outside: tuple[str, str | None] | None = None  # what it may not use and a hint; ("", None): too deep
+    names: tuple[str, ...] = ()  # names read as values, in order
+    called: frozenset[str] = frozenset()  # names called
+
+
+@functools.lru_cache(maxsize=_MAX_COMPILED)
+def _read(text: str) -> _Reading:
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError as e:
+        return _Reading(None, f": {e.msg}")
+    except (ValueError, RecursionError, MemoryError):
+        return _Reading(None, "")
+    return _scan(tree)
+
+
+def _scan(tree: ast.Expression) -> _Reading:
+    """One pass over *tree*: the first part a value may not use, the names it reads and calls."""
+    outside, names, called = None, {}, set()
+    stack = [(tree.body, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if outside is None and depth > _MAX_DEPTH:
+            outside = "", None
+        elif outside is None and not _allowed(node):
+            outside = _refused(node)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            called.add(node.func.id)
+            children = [*node.args, *node.keywords]
+        else:
+            if isinstance(node, ast.Name):
+                names[node.id] = None
+            children = [c for c in ast.iter_child_nodes(node) if not isinstance(c, _GRAMMAR)]
+        below = depth if isinstance(node, ast.keyword) else depth + 1  # `k=v`: v is one level below the call
+        stack.extend((child, below) for child in reversed(children))
+    return _Reading(tree, None, outside, tuple(names), frozenset(called))
+
+
+def _refused(node: ast.AST) -> tuple[str, str | None]:
+    if isinstance(node, ast.Constant):
+        return type(node.value).__name__, None
+    if isinstance(node, ast.Starred) or isinstance(node, ast.keyword) and node.arg is None:
+        return "unpacking", None
+    return repr(ast.unparse(node)), _HINT
+
+
+def _allowed(node: ast.AST) -> bool:
+    if not isinstance(node, _EXPRESSIONS):
+        return False
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, _CONSTANTS)
+    if isinstance(node, ast.Call):
+        return isinstance(node.func, ast.Name)
+    if isinstance(node, ast.keyword):
+        return node.arg is not None
+    if isinstance(node, ast.Compare):
+        return len(node.ops) == 1 and isinstance(node.ops[0], _OPERATORS)
+    if isinstance(node, (ast.BinOp, ast.UnaryOp, ast.BoolOp)):
+        return isinstance(node.op, _OPERATORS)
+    return True
+
+
+# --------------------------------------------------------------------------- evaluating a value
+
+
+def string_value(text: str, env: dict, place, *, what: str = "value", limits: Limits = DEFAULT_LIMITS):
+    """A string in a spec: `4 * d` → a number; `relu` (not an arg) → the string itself; `4 * dd` → an error."""
+    reading = _read(text.strip())
+    body = reading.tree.body if reading.tree is not None else None
+    if body is None or isinstance(body, ast.Name) and body.id not in env:
+        return str(text)  # a plain word: a string argument such as `same` or `relu`
+    if isinstance(body, ast.Constant):
+        return body.value if not isinstance(body.value, str) else str(text)
+    if not reading.names and not reading.called and not isinstance(body, (ast.BinOp, ast.UnaryOp, ast.Tuple,
+                                                                           ast.List)):
+        return str(text)
+    return eval_constant(text, env, place, what=what, limits=limits)
 
 
 def eval_constant(text: str, env: dict, place, *, what: str = "value", call=None, limits: Limits = DEFAULT_LIMITS):
-    """Evaluate a constant expression (``4 * d``, ``(3, 3)``, ``d // heads``) over *env*.
+    """Evaluate a spec value (``4 * d``, ``(3, 3)``, ``d // heads``) over the args in *env*.
 
-    Only literals, names from *env*, arithmetic, comparisons, tuples/lists and
-    (when *call* is given) calls handled by ``call(name, args, kwargs, node)``.
+    With *call*, every name the value calls other than the helpers is a layer constructor:
+    ``call(name, args, kwargs)`` builds what the value holds for it, innermost call first.
     """
+    stripped = text.strip()
+    reading = _read(stripped)
+    if reading.tree is None:
+        raise CgError(f"cannot parse {what} {text!r}{reading.syntax_error}", place)
+    if reading.outside == ("", None):
+        raise CgError(f"{what} {text!r} is nested too deeply", place)
+    if reading.outside is not None:
+        subject, hint = reading.outside
+        raise CgError(f"{subject} is not allowed in {what} {text!r}", place, hint=hint)
+    params = tuple(n for n in (*reading.names, *sorted(reading.called)) if n in env)
     try:
-        tree = ast.parse(text.strip(), mode="eval")
-    except SyntaxError as e:
-        raise CgError(f"cannot parse {what} {text!r}: {e.msg}", place) from None
-    except (ValueError, RecursionError, MemoryError):
-        raise CgError(f"cannot parse {what} {text!r}", place) from None
-    guards = make_guards(limits)
-    ops = {
-        ast.Add: lambda a, b: a + b,
-        ast.Sub: lambda a, b: a - b,
-        ast.Mult: guards["_cg_mul"],
-        ast.Div: lambda a, b: a / b,
-        ast.FloorDiv: lambda a, b: a // b,
-        ast.Mod: lambda a, b: a % b,
-        ast.Pow: guards["_cg_pow"],
-    }
-    cmps = {ast.Eq: lambda a, b: a == b, ast.NotEq: lambda a, b: a != b, ast.Lt: lambda a, b: a < b,
-            ast.LtE: lambda a, b: a <= b, ast.Gt: lambda a, b: a > b, ast.GtE: lambda a, b: a >= b}
-    helpers = {"int": int, "float": float, "min": min, "max": max, "round": round, "abs": abs}
+        compiled = _compiled(stripped, reading.called if call is not None else frozenset(), params, limits)
+    except CgError as e:  # what the language's checker refused
+        raise CgError(f"{e.message} in {what} {text!r}", place, e.hint) from None
+    _check_names(reading, env, what, text, place)
+    value = _run(compiled, [env[n] for n in params], place)
+    return value if call is None else _finish(value, call)
 
-    def ev(node, depth=0):
-        if depth > 100:
-            raise CgError(f"{what} {text!r} is nested too deeply", place)
-        if isinstance(node, ast.Constant):
-            if isinstance(node.value, (int, float, str, bool)) or node.value is None:
-                return node.value
-            raise CgError(f"{type(node.value).__name__} is not allowed in {what} {text!r}", place)
-        if isinstance(node, ast.Name):
-            if node.id in env:
-                return env[node.id]
-            if node.id in ("True", "False", "None"):
-                return {"True": True, "False": False, "None": None}[node.id]
-            hint = did_you_mean(node.id, env)
+
+def _check_names(reading: _Reading, env, what, text, place):
+    for name in reading.names:
+        if name not in env:
+            hint = did_you_mean(name, env)
             known = ", ".join(sorted(env)) or "none"
-            raise CgError(f"unknown name {node.id!r} in {what} {text!r} (args: {known})", place,
+            raise CgError(f"unknown name {name!r} in {what} {text!r} (args: {known})", place,
                           hint or "define it under `args:` or pass --arg NAME=VALUE")
-        if isinstance(node, ast.BinOp) and type(node.op) in ops:
-            a, b = ev(node.left, depth + 1), ev(node.right, depth + 1)
-            try:
-                return ops[type(node.op)](a, b)
-            except CgError as e:
-                raise e.with_place(place) from None
-            except Exception as e:  # noqa: BLE001 - arithmetic on user values
-                raise CgError(f"cannot compute {ast.unparse(node)!r}: {e}", place) from None
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd, ast.Not)):
-            v = ev(node.operand, depth + 1)
-            try:
-                return -v if isinstance(node.op, ast.USub) else (+v if isinstance(node.op, ast.UAdd) else not v)
-            except Exception as e:  # noqa: BLE001
-                raise CgError(f"cannot compute {ast.unparse(node)!r}: {e}", place) from None
-        if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in cmps:
-            return cmps[type(node.ops[0])](ev(node.left, depth + 1), ev(node.comparators[0], depth + 1))
-        if isinstance(node, ast.BoolOp):
-            values = node.values
-            result = ev(values[0], depth + 1)
-            for v in values[1:]:
-                if isinstance(node.op, ast.And) and not result or isinstance(node.op, ast.Or) and result:
-                    return result
-                result = ev(v, depth + 1)
-            return result
-        if isinstance(node, ast.IfExp):
-            return ev(node.body, depth + 1) if ev(node.test, depth + 1) else ev(node.orelse, depth + 1)
-        if isinstance(node, ast.Tuple):
-            return tuple(ev(e, depth + 1) for e in node.elts)
-        if isinstance(node, ast.List):
-            return [ev(e, depth + 1) for e in node.elts]
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-            args = [ev(a, depth + 1) for a in node.args if not isinstance(a, ast.Starred)]
-            if any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords):
-                raise CgError(f"unpacking is not allowed in {what} {text!r}", place)
-            kwargs = {k.arg: ev(k.value, depth + 1) for k in node.keywords}
-            if node.func.id in helpers and node.func.id not in env:
-                try:
-                    return helpers[node.func.id](*args, **kwargs)
-                except Exception as e:  # noqa: BLE001
-                    raise CgError(f"cannot compute {ast.unparse(node)!r}: {e}", place) from None
-            if call is not None:
-                return call(node.func.id, args, kwargs, node)
-        raise CgError(f"{ast.unparse(node)!r} is not allowed in {what} {text!r}", place,
-                      hint="use numbers, strings, args names, arithmetic, tuples and lists")
 
-    return ev(tree.body)
+
+# --------------------------------------------------------------------------- compiling and running
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    fn: object  # fn(*values of params) -> the value
+    tree: ast.Module  # the checked program, to name the part that failed
+
+
+_COMPILED: dict[tuple, _Compiled] = {}
+
+
+def _compiled(text: str, constructors: frozenset[str], params: tuple[str, ...], limits: Limits) -> _Compiled:
+    """The value's compiled program, from the cache when the same text was compiled before."""
+    key = (text, constructors, params, tuple(getattr(limits, f.name) for f in dataclasses.fields(limits)))
+    found = _COMPILED.get(key)
+    if found is None:
+        if len(_COMPILED) >= _MAX_COMPILED:
+            _COMPILED.clear()
+        found = _COMPILED[key] = _compile(text, constructors, params, limits)
+    return found
+
+
+def _compile(text: str, constructors: frozenset[str], params: tuple[str, ...], limits: Limits) -> _Compiled:
+    """``return <text>`` checked and compiled into ``fn(*params)``; args hide functions of the same name."""
+    functions = {name: fn for name, fn in HELPERS.items() if name not in params}
+    functions.update({name: _constructor(name) for name in constructors if name not in functions
+                      and name not in params})
+    program = lang.parse(lang.Source(f"return {text}", file=_FILE), None, limits=limits, functions=functions)
+    compiled = lang.compile_forward(program, name="value", params=list(params), prelude=[], namespace=functions,
+                                    limits=limits, with_self=False)
+    return _Compiled(compiled.fn, program.tree)
+
+
+def _run(compiled: _Compiled, values: list, place):
+    try:
+        return compiled.fn(*values)
+    except CgError as e:
+        raise e.with_place(place) from None
+    except Exception as e:  # noqa: BLE001 - arithmetic on user values
+        raise CgError(f"cannot compute {_failed_part(e, compiled.tree)!r}: {e}", place) from None
+
+
+def _failed_part(exc: BaseException, tree: ast.Module) -> str:
+    """The text of the operation that raised *exc* inside a compiled value (the whole value if unknown)."""
+    position = None
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_filename == _FILE and hasattr(code, "co_positions"):
+            position = list(code.co_positions())[tb.tb_lasti // 2]
+        tb = tb.tb_next
+    value = tree.body[0].value
+    for node in ast.walk(value):
+        if isinstance(node, ast.expr) and position == (node.lineno, node.end_lineno, node.col_offset,
+                                                       node.end_col_offset):
+            return ast.unparse(node)
+    return ast.unparse(value)
+
+
+# --------------------------------------------------------------------------- layer constructor calls
+
+
+class _Construction:
+    """A constructor call a value made; the caller's `call` turns it into its own record."""
+
+    __slots__ = ("name", "args", "kwargs")
+
+    def __init__(self, name: str, args: tuple, kwargs: dict):
+        self.name, self.args, self.kwargs = name, args, kwargs
+
+
+def _constructor(name: str):
+    def construct(*args, **kwargs):
+        return _Construction(name, args, kwargs)
+
+    construct.__name__ = name
+    return construct
+
+
+def _finish(value, call):
+    """*value* with each constructor call handed to *call*, innermost first."""
+    if isinstance(value, _Construction):
+        return call(value.name, [_finish(a, call) for a in value.args],
+                    {k: _finish(v, call) for k, v in value.kwargs.items()})
+    if isinstance(value, list):
+        return [_finish(v, call) for v in value]
+    if type(value) is tuple:
+        return tuple(_finish(v, call) for v in value)
+    return value

@@ -1,0 +1,274 @@
+"""The library: what each command does, as one function that returns plain data.
+
+    >>> import cgtool
+    >>> cgtool.params("configs/mlp.yaml").total                 # = `cgtool params ... --json` .total
+    >>> cgtool.summary("configs/gpt2_small.yaml", depth=1).total_flops
+    >>> cgtool.run("configs/mlp.yaml", inputs={"x": (4, 784)}, output="out.npy").outputs[0].shape
+    >>> cgtool.grad("y = (x1 + w) * (x2 + w)", at={"x1": 1, "x2": 2, "w": 3}, wrt="w").gradients[0].value
+    >>> cgtool.describe("configs/mlp.yaml", save="weights.pt").total_params   # what `cgtool build` shows
+    >>> [l.signature for l in cgtool.layers("linear")]
+    >>> cgtool.validate(["configs/mlp.yaml", "configs/llama7b.yaml"]).ok
+
+A *spec* is a path (``str`` or ``os.PathLike``; ``"-"`` reads stdin, as on the command line),
+YAML text (a string with a newline, or any string when ``file=`` names it), or a loaded
+:class:`cgtool.spec.Spec`. Options mirror the command line: ``args`` (a mapping, or ``NAME=VALUE``
+strings), ``inputs`` (``NAME=SHAPE|FILE`` strings, or a mapping name → shape or file), ``device``,
+``dtype``, ``seed``, ``max_memory`` (bytes, or text such as ``"8GB"``), ``max_iterations``.
+Every mistake is raised as :class:`cgtool.CgError`; the CLI renders these results and nothing more.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+from .build.catalog import LayerType, catalogue
+from .build.inputs import example_inputs
+from .build.memory import parse_bytes
+from .build.model import Built, build_model
+from .errors import CgError
+from .inspect.params import ParamTable, param_table
+from .inspect.run import RunResult, run_model
+from .inspect.structure import Structure
+from .inspect.structure import describe as describe_structure
+from .inspect.summary import Summary, summarize
+from .inspect.tensorfiles import save_state_dict
+from .lang import DEFAULT_LIMITS, Limits
+from .spec import Spec
+
+__all__ = ["describe", "run", "params", "summary", "grad", "layers", "validate", "BuildReport", "ParamsReport",
+           "SummaryReport", "RunResult", "LayerType", "SpecCheck", "Validation", "read_spec", "parse_args"]
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class BuildReport(Structure):
+    """What ``cgtool build`` shows: the module tree, constants, free parameters, totals, the shape check."""
+
+    saved: str | None = None  # the state_dict file written (``save=``)
+
+
+@dataclass(frozen=True)
+class ParamsReport(ParamTable):
+    """The parameter table of ``cgtool params``."""
+
+    model: str = ""  # the spec's name (else the module's class): the table's title
+
+
+@dataclass(frozen=True)
+class SummaryReport(Summary):
+    """The per-layer table of ``cgtool summary``."""
+
+    model: str = ""  # the spec's name (else the module's class): the table's title
+
+
+@dataclass(frozen=True)
+class SpecCheck:
+    """One spec checked by :func:`validate`."""
+
+    spec: str  # as given
+    ok: bool
+    check: str | None = None  # the dry run on meta tensors: passed | skipped
+    params: int | None = None
+    error: str | None = None  # `PLACE: what is wrong` when not ok
+    hint: str | None = None
+
+
+@dataclass(frozen=True)
+class Validation:
+    specs: list[SpecCheck]
+    ok: bool  # every spec is valid
+
+
+# --------------------------------------------------------------------------- the commands
+
+
+def describe(spec, *, file: str | None = None, args=None, inputs=None, device="cpu", dtype=None, seed: int = 0,
+             save=None, max_memory=None, max_iterations: int | None = None) -> BuildReport:
+    """``cgtool build``: compile, dry-run the shapes, describe the module tree and totals.
+
+    *save*: also write the state_dict to this ``.pt``/``.pth`` file, atomically (refused on meta).
+    """
+    built = _build(spec, file=file, args=args, inputs=inputs, device=device, dtype=dtype, seed=seed,
+                   max_memory=max_memory, max_iterations=max_iterations)
+    saved = save_state_dict(built.module, os.fspath(save), device=built.device) if save else None
+    return BuildReport(**_fields(describe_structure(built)), saved=saved)
+
+
+def params(spec, *, file: str | None = None, args=None, device="cpu", dtype=None, seed: int = 0,
+           max_memory=None) -> ParamsReport:
+    """``cgtool params``: one row per distinct parameter tensor (shared names listed), buffers apart, totals.
+
+    No forward runs: shapes and dtypes suffice, so ``device="meta"`` tabulates any size.
+    """
+    built = _build(spec, file=file, args=args, device=device, dtype=dtype, seed=seed, check=False,
+                   max_memory=max_memory)
+    return ParamsReport(**_fields(param_table(built.module)), model=_title(built))
+
+
+def summary(spec, *, file: str | None = None, args=None, inputs=None, device="cpu", dtype=None, seed: int = 0,
+            depth: int | None = None, max_memory=None, max_iterations: int | None = None) -> SummaryReport:
+    """``cgtool summary``: per-layer input/output shapes, parameters, calls and FLOPs of one forward pass."""
+    built = _build(spec, file=file, args=args, inputs=inputs, device=device, dtype=dtype, seed=seed,
+                   max_memory=max_memory, max_iterations=max_iterations)
+    result = summarize(built.module, _tensors(built), depth=depth, call=built.forward)
+    return SummaryReport(**_fields(result), model=_title(built))
+
+
+def run(spec, *, file: str | None = None, args=None, inputs=None, device="cpu", dtype=None, seed: int = 0,
+        weights=None, train: bool = False, output=None, max_memory=None,
+        max_iterations: int | None = None) -> RunResult:
+    """``cgtool run``: one forward pass on the spec's inputs (seeded random, shapes or tensor files).
+
+    *weights*: a state_dict file (``cgtool build --save``) loaded first. Evaluation mode unless *train*;
+    no autograd graph is kept. *output*: save the outputs there (``.pt``/``.npy``), named in ``saved``.
+    """
+    built = _build(spec, file=file, args=args, inputs=inputs, device=device, dtype=dtype, seed=seed,
+                   max_memory=max_memory, max_iterations=max_iterations)
+    return run_model(built, _tensors(built), weights=weights, train=train, output=output)
+
+
+def grad(expr: str, *, at=None, wrt=None, root: str | None = None, max_paths: int = 20,
+         max_iterations: int | None = None, file: str = "<expr>"):
+    """``cgtool grad``: d(root)/d(wrt) of an expression as a sum over paths
+    (:class:`cgtool.graph.gradients.GradReport`).
+
+    *at*: leaf values, as ``NAME=VALUE`` strings (a number or a JSON list) or a mapping name → number,
+    nested list, tensor or such a string; none at all: the symbolic answer only. *wrt*: a name or a
+    list of names (default: every leaf). *expr* ``"-"`` reads stdin.
+    """
+    from .graph.expression import parse_assignments, parse_value
+    from .graph.gradients import explain
+
+    if expr == "-":
+        expr, file = sys.stdin.read(), "<stdin>"
+    if isinstance(at, Mapping):
+        values = {str(k): parse_value(v, f"--at {k}") if isinstance(v, str) else v for k, v in at.items()}
+    else:
+        values = parse_assignments([at] if isinstance(at, str) else at)
+    limits = DEFAULT_LIMITS if max_iterations is None else Limits(max_loop_iterations=max_iterations)
+    return explain(expr, values, wrt=[wrt] if isinstance(wrt, str) else wrt, root=root, max_paths=max_paths,
+                   file=file, limits=limits)
+
+
+def layers(pattern: str | None = None) -> list[LayerType]:
+    """``cgtool layers``: the layer types a spec may use (every torch.nn module class), with signatures;
+    *pattern* keeps those whose name contains it (any case)."""
+    return catalogue(pattern)
+
+
+def validate(paths) -> Validation:
+    """``cgtool validate``: compile and dry-run each spec file on meta tensors; a mistake is recorded,
+    not raised."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    results = []
+    for path in paths:
+        path = os.fspath(path)
+        try:
+            text, name = read_spec(path)
+            built = build_model(text, file=name, device="meta")
+            results.append(SpecCheck(path, True, check=built.check.status, params=built.param_count))
+        except CgError as e:
+            results.append(SpecCheck(path, False, error=str(e), hint=e.hint))
+    return Validation(results, ok=all(r.ok for r in results))
+
+
+# --------------------------------------------------------------------------- options as the CLI takes them
+
+
+def read_spec(path: str) -> tuple[str, str]:
+    """(text, display name) of a spec file; ``-`` reads stdin."""
+    if path == "-":
+        return sys.stdin.read(), "<stdin>"
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read(), path
+    except FileNotFoundError:
+        raise CgError("no such file", path, hint="check the path") from None
+    except IsADirectoryError:
+        raise CgError("is a directory, not a spec file", path) from None
+    except UnicodeDecodeError:
+        raise CgError("not a UTF-8 text file", path) from None
+    except OSError as e:
+        raise CgError(f"cannot read: {e.strerror}", path) from None
+
+
+def parse_args(items) -> dict:
+    """Spec args: a mapping as is, or ``NAME=VALUE`` strings (``--arg``); values are read by the spec
+    (numbers, expressions over args, words)."""
+    if isinstance(items, Mapping):
+        return dict(items)
+    out = {}
+    for item in [items] if isinstance(items, str) else items or []:
+        if "=" not in item:
+            raise CgError(f"--arg {item!r} needs NAME=VALUE", "--arg", hint="for example --arg d_model=1024")
+        name, value = item.split("=", 1)
+        name = name.strip()
+        if not name.isidentifier():
+            raise CgError(f"--arg name {name!r} is not a name", "--arg")
+        out[name] = value.strip()
+    return out
+
+
+def _input_overrides(inputs) -> list[str]:
+    """``NAME=SHAPE|FILE`` strings from strings, or from a mapping name → shape (ints) or file."""
+    if inputs is None:
+        return []
+    if isinstance(inputs, str):
+        return [inputs]
+    if not isinstance(inputs, Mapping):
+        return [str(i) for i in inputs]
+    out = []
+    for name, value in inputs.items():
+        if isinstance(value, (str, os.PathLike)):
+            out.append(f"{name}={os.fspath(value)}")
+        elif isinstance(value, int):
+            out.append(f"{name}={value}")
+        else:
+            try:
+                out.append(f"{name}={','.join(str(int(d)) for d in value)}")
+            except (TypeError, ValueError):
+                raise CgError(f"input {name!r}: a shape (a list of ints) or a tensor file, not {value!r}",
+                              f"--input {name}") from None
+    return out
+
+
+def _source(spec, file: str | None):
+    """(what build_model loads, its display name)."""
+    if isinstance(spec, Spec):
+        return spec, file
+    if isinstance(spec, os.PathLike):
+        return read_spec(os.fspath(spec))
+    if isinstance(spec, str):
+        if file is not None or "\n" in spec:
+            return spec, file or "<spec>"
+        return read_spec(spec)
+    raise CgError(f"a spec is a path, YAML text or a Spec, not {type(spec).__name__}")
+
+
+def _build(spec, *, file=None, args=None, inputs=None, device="cpu", dtype=None, seed: int = 0, check: bool = True,
+           max_memory=None, max_iterations: int | None = None) -> Built:
+    source, name = _source(spec, file)
+    if isinstance(max_memory, str):
+        max_memory = parse_bytes(max_memory) if max_memory else None
+    return build_model(source, file=name, args=parse_args(args), device=getattr(device, "value", device),
+                       dtype=getattr(dtype, "value", dtype), seed=seed, inputs=_input_overrides(inputs), check=check,
+                       max_bytes=max_memory,
+                       limits=Limits(max_loop_iterations=max_iterations) if max_iterations else None)
+
+
+def _tensors(built: Built) -> dict:
+    """Input tensors on the model's device: given files, else seeded random values of the declared shapes."""
+    return example_inputs(built) if (built.inputs or built.given) else {}
+
+
+def _title(built: Built) -> str:
+    return getattr(built.spec, "name", None) or type(built.module).__name__
+
+
+def _fields(obj) -> dict:
+    return {f.name: getattr(obj, f.name) for f in fields(obj) if f.init}
