@@ -58,7 +58,6 @@ def grad_json(report: GradReport) -> dict:
     return {
         "root": report.root,
         "value": jsonable(report.value),
-        "nondifferentiable": report.nondifferentiable,
         "gradients": [_gradient_json(report, g) for g in report.gradients],
     }
 
