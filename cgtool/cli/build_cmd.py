@@ -33,20 +33,6 @@ def build_command(
 
     report = describe(spec, args=arg, inputs=input, device=device, dtype=dtype, seed=seed, save=save,
                       max_memory=max_memory, max_iterations=max_iterations)
-    _render(report, json=json, max_depth=depth, show_code=code)
+    from ..render.build import render_build
 
-
-def _render(report, *, json: bool, max_depth: int | None, show_code: bool) -> None:
-    # The `saved` line belongs in render/build.py; it stays here until that module takes a BuildReport.
-    from ..render.build import render_structure, structure_json
-    from ..render.console import out, print_json
-
-    if json:
-        data = structure_json(report, show_code=show_code)
-        if report.saved:
-            data["saved"] = report.saved
-        print_json(data)
-    else:
-        render_structure(report, max_depth=max_depth, show_code=show_code)
-        if report.saved:
-            out().print(f"saved state_dict to {report.saved}")
+    render_build(report, json=json, max_depth=depth, show_code=code)

@@ -10,7 +10,7 @@ from rich.tree import Tree
 
 from .units import human_bytes
 from ..inspect.structure import TreeNode, Structure
-from .console import out
+from .console import out, print_json
 
 
 def _shape(shapes) -> str:
@@ -116,3 +116,17 @@ def structure_json(s: Structure, *, show_code: bool = False) -> dict:
     if show_code:
         data["code"] = {name: code for name, code in s.code}
     return data
+
+
+def render_build(report, *, json: bool, max_depth: int | None = None, show_code: bool = False) -> None:
+    """`cgtool build`: the tree (or its JSON), and where the weights were saved when asked."""
+    saved = getattr(report, "saved", None)
+    if json:
+        data = structure_json(report, show_code=show_code)
+        if saved:
+            data["saved"] = saved
+        print_json(data)
+        return
+    render_structure(report, max_depth=max_depth, show_code=show_code)
+    if saved:
+        out().print(f"saved state_dict to {saved}", markup=False)
