@@ -262,7 +262,8 @@ FUNCTION_CASES: dict[str, list[tuple[str, object]]] = {
     "float": [("float(idx.sum())", lambda idx: 7.0), ("float(3)", lambda: 3.0)],
     "bool": [("bool(x.sum() > 100)", lambda x: False), ("bool(1)", lambda: True)],
     "abs": [("abs(x)", lambda x: torch.abs(x)), ("abs(-3)", lambda: 3)],
-    "round": [("round(2.567, 2)", lambda: 2.57), ("round(x.sum().item(), 3)", lambda x: round(x.sum().item(), 3))],
+    "round": [("round(2.567, 2)", lambda: 2.57), ("round(x.sum().item(), 3)", lambda x: round(x.sum().item(), 3)),
+              ("round(x * 10)", lambda x: torch.round(x * 10))],
     "range": [("[i * 2 for i in range(1, 9, 3)]", lambda: [2, 8, 14]),
               ("s = x\nfor i in range(3):\n    s = s * x\nreturn s", lambda x: x * x * x * x)],
     # creation: shapes, dtypes and (under the same seed) values; the cap is tested below
@@ -360,11 +361,11 @@ def test_dropout_follows_the_modules_training_flag():
     torch.testing.assert_close(torch.autograd.grad(fn(holder, x).sum(), x)[0], torch.full_like(x, 2.0))
 
 
-@pytest.mark.xfail(strict=True, reason="with_self=False (grad expressions) calls _dropout(x) with x as the "
-                                       "training flag: TypeError")
-def test_dropout_without_self():
-    _, fn = compile_program("return dropout(x)", ["x"])
-    assert fn(torch.ones(3)).shape == (3,)
+def test_dropout_without_self_is_evaluation_mode():
+    # a program without a module (a grad expression) is never training: dropout is the identity
+    _, fn = compile_program("return dropout(x, 0.9)", ["x"])
+    x = torch.rand(50) + 1
+    assert torch.equal(fn(x), x)
 
 
 # --------------------------------------------------------------------------- tensor methods and attributes

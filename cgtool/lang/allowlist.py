@@ -11,8 +11,8 @@ import torch.nn.functional as F
 # --------------------------------------------------------------------------- allow-lists
 
 
-def _reduce(torch_fn, py_fn):
-    """``sum``/``max``/``min``: torch's on tensors, Python's on lists and numbers."""
+def _tensor_or_python(torch_fn, py_fn):
+    """``sum``/``max``/``min``/``round``: torch's on tensors, Python's on lists and numbers."""
 
     def fn(*args, **kw):
         if args and isinstance(args[0], torch.Tensor):
@@ -65,9 +65,9 @@ FUNCTIONS: dict[str, object] = {
     "pow": torch.pow,
     "where": torch.where,
     # reductions
-    "sum": _reduce(torch.sum, builtins.sum),
-    "max": _reduce(torch.max, builtins.max),
-    "min": _reduce(torch.min, builtins.min),
+    "sum": _tensor_or_python(torch.sum, builtins.sum),
+    "max": _tensor_or_python(torch.max, builtins.max),
+    "min": _tensor_or_python(torch.min, builtins.min),
     "mean": torch.mean,
     "prod": torch.prod,
     "norm": _norm,
@@ -124,7 +124,7 @@ FUNCTIONS: dict[str, object] = {
     "float": float,
     "bool": bool,
     "abs": abs,
-    "round": round,
+    "round": _tensor_or_python(torch.round, builtins.round),
     "range": range,  # compiled as the capped _cg_range
     # creation (capped versions bound by make_guards)
     "zeros": torch.zeros,

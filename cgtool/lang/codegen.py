@@ -2,6 +2,7 @@
 """
 from __future__ import annotations
 import ast
+import copy
 import builtins
 from dataclasses import dataclass, field
 from ..errors import Loc
@@ -63,7 +64,7 @@ class _Lower(ast.NodeTransformer):
                 for kw in node.keywords:
                     if kw.arg == "training":
                         kw.arg = "training_"
-                node.args.insert(0, self.training_expr)
+                node.args.insert(0, copy.deepcopy(self.training_expr))  # a node of its own at each use
         return node
 
     def _scalar_test(self, test):
@@ -153,7 +154,8 @@ def compile_forward(
     """
     src = program.source
     tree = ast.parse(src.text.replace("\t", "    "))  # a fresh copy to lower, positions kept
-    training = ast.parse("self.training", mode="eval").body if with_self else None
+    # dropout is told the module's mode; a program without a module (an expression) is never training
+    training = ast.parse("self.training", mode="eval").body if with_self else ast.Constant(False)
     shadowed = set(program.assigned) | set(params) | set(namespace) | {line.split(" = ")[0] for line in prelude}
     lowered = _Lower(training, shadowed).visit(tree)
     sites = []
