@@ -10,6 +10,7 @@ from rich.table import Table
 from ..graph.gradients import Factor, GradientReport, GradReport, PathReport
 from ..graph.symbolic import operand
 from .console import out
+from .units import plural
 
 MAX_GRAPH_ROWS = 60  # values shown in the graph table; the rest are counted
 MAX_ELEMENTS_SHOWN = 24  # tensor elements printed in full
@@ -106,8 +107,9 @@ def render_grad(report: GradReport) -> None:
 def _render_graph(report: GradReport) -> None:
     console = out()
     leaves = sum(1 for n in report.nodes if n.definition is None)
-    console.print(f"[bold]Graph[/]: {len(report.nodes)} values (nodes), {sum(e.differentiable for e in report.edges)} edges "
-                  f"(one per operand of each operation), {leaves} leaves")
+    edges = sum(e.differentiable for e in report.edges)
+    console.print(f"[bold]Graph[/]: {plural(len(report.nodes), 'value')} (nodes), {plural(edges, 'edge')} "
+                  f"(one per operand of each operation), {plural(leaves, 'leaf', 'leaves')}")
     table = Table(box=None, show_header=True, header_style="dim", pad_edge=False, padding=(0, 2, 0, 0))
     table.add_column("value")
     if report.numeric:

@@ -47,3 +47,8 @@ def num(n: int) -> str:
     return f"{n:,}"
 
 
+
+
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """1 edge, 2 edges, 1 leaf, 3 leaves."""
+    return f"{n:,} {one if n == 1 else (many or one + 's')}"
