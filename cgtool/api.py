@@ -31,7 +31,7 @@ from .errors import CgError
 from .inspect.params import ParamTable, param_table
 from .inspect.run import RunResult, run_model
 from .inspect.structure import Structure
-from .inspect.structure import describe as describe_structure
+from .inspect.structure import module_tree
 from .inspect.summary import Summary, summarize
 from .inspect.tensorfiles import save_state_dict
 from .lang import DEFAULT_LIMITS, Limits
@@ -95,7 +95,7 @@ def describe(spec, *, file: str | None = None, args=None, inputs=None, device="c
     built = _build(spec, file=file, args=args, inputs=inputs, device=device, dtype=dtype, seed=seed,
                    max_memory=max_memory, max_iterations=max_iterations)
     saved = save_state_dict(built.module, os.fspath(save), device=built.device) if save else None
-    return BuildReport(**_fields(describe_structure(built)), saved=saved)
+    return BuildReport(**_fields(module_tree(built)), saved=saved)
 
 
 def params(spec, *, file: str | None = None, args=None, device="cpu", dtype=None, seed: int = 0,
@@ -134,7 +134,7 @@ def run(spec, *, file: str | None = None, args=None, inputs=None, device="cpu", 
 def grad(expr: str, *, at=None, wrt=None, root: str | None = None, max_paths: int = 20,
          max_iterations: int | None = None, file: str = "<expr>"):
     """``cgtool grad``: d(root)/d(wrt) of an expression as a sum over paths
-    (:class:`cgtool.graph.gradients.GradReport`).
+    (:class:`cgtool.graph.gradients.Explanation`).
 
     *at*: leaf values, as ``NAME=VALUE`` strings (a number or a JSON list) or a mapping name → number,
     nested list, tensor or such a string; none at all: the symbolic answer only. *wrt*: a name or a

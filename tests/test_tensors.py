@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from cgtool.errors import CgError
-from cgtool.inspect.run import describe_outputs, tensor_stats
+from cgtool.inspect.run import run_result, tensor_stats
 from cgtool.inspect.tensorfiles import SMALL_NUMEL, apply_weights, flatten_outputs, load_state_dict, load_tensor, save_output
 
 
@@ -207,15 +207,15 @@ def test_flatten_outputs_names():
 
 
 def test_describe_outputs_values_and_stats():
-    r = describe_outputs(torch.tensor([[1.0, float("nan")], [3.0, float("inf")]]))
+    r = run_result(torch.tensor([[1.0, float("nan")], [3.0, float("inf")]]))
     (o,) = r.outputs
     assert o.shape == (2, 2) and o.dtype == "float32" and o.numel == 4
     assert o.stats.min == 1.0 and o.stats.max == 3.0 and o.stats.nan == 1 and o.stats.inf == 1
-    big = describe_outputs(torch.zeros(SMALL_NUMEL + 1)).outputs[0]
+    big = run_result(torch.zeros(SMALL_NUMEL + 1)).outputs[0]
     assert big.values is None and len(big.preview) == 8
-    meta = describe_outputs(torch.empty(3, device="meta")).outputs[0]
+    meta = run_result(torch.empty(3, device="meta")).outputs[0]
     assert meta.values is None and meta.stats is None and meta.device == "meta"
-    scalar = describe_outputs(torch.tensor(2.5)).outputs[0]
+    scalar = run_result(torch.tensor(2.5)).outputs[0]
     assert scalar.shape == () and scalar.values == 2.5 and scalar.stats.std is None
 
 

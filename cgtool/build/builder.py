@@ -10,7 +10,7 @@ from torch import nn
 from .. import lang
 from ..errors import CgError, Loc, did_you_mean
 from ..spec import Call, Layer, Spec, TensorSpec
-from .catalog import _CLASSES, _describe_params, _first_line
+from .catalog import _CLASSES, _signature_params, _first_line
 
 
 
@@ -120,7 +120,7 @@ class Builder:
                 if k not in sig.parameters:
                     hint = did_you_mean(k, params)
             raise CgError(f"{where}: {call.text}: {e}", call.loc,
-                          hint=hint or f"{call.type}({', '.join(_describe_params(sig))})") from None
+                          hint=hint or f"{call.type}({', '.join(_signature_params(sig))})") from None
         except ValueError:
             pass  # no signature available: let the constructor judge
         try:
@@ -129,7 +129,7 @@ class Builder:
             raise
         except Exception as e:  # noqa: BLE001 - a constructor's complaint about user values
             raise CgError(f"{where}: {call.text} cannot be constructed: {_first_line(e)}", call.loc,
-                          hint=f"{call.type}({', '.join(_describe_params(inspect.signature(cls)))})") from None
+                          hint=f"{call.type}({', '.join(_signature_params(inspect.signature(cls)))})") from None
 
     def _arg(self, value, where):
         if isinstance(value, Call):

@@ -39,14 +39,14 @@ def catalogue(pattern: str | None = None) -> list[LayerType]:
         if pattern and pattern.lower() not in name.lower():
             continue
         try:
-            params = _describe_params(inspect.signature(cls))
+            params = _signature_params(inspect.signature(cls))
         except (TypeError, ValueError):
             params = []
         rows.append(LayerType(name, f"{name}({', '.join(params)})"))
     return rows
 
 
-def _describe_params(sig: inspect.Signature) -> list[str]:
+def _signature_params(sig: inspect.Signature) -> list[str]:
     out = []
     for p in sig.parameters.values():
         if p.name in ("device", "dtype") or p.kind in (p.VAR_KEYWORD,):

@@ -46,7 +46,7 @@ class PathReport:
 
 
 @dataclass
-class GradientReport:
+class GradientPaths:
     wrt: str
     autograd: float | torch.Tensor | None
     sum_over_paths: float | torch.Tensor | None
@@ -82,7 +82,7 @@ class GraphEdge:
 
 
 @dataclass
-class GradReport:
+class Explanation:
     expression: str
     root: str
     root_label: str  # the node's label (differs from root when the root name is an alias)
@@ -91,7 +91,7 @@ class GradReport:
     nodes: list[GraphNode]
     edges: list[GraphEdge]
     aliases: dict[str, str]
-    gradients: list[GradientReport] = field(default_factory=list)
+    gradients: list[GradientPaths] = field(default_factory=list)
     nondifferentiable: list[str] = field(default_factory=list)  # values made by operations with no derivative
 
 
@@ -105,7 +105,7 @@ def explain(
     file: str = "<expr>",
     max_symbolic: int = S.DEFAULT_MAX_SIZE,
     limits: Limits = DEFAULT_LIMITS,
-) -> GradReport:
+) -> Explanation:
     """Explain d(root)/d(wrt) for an expression as a sum over paths.
 
     ``at`` maps leaves to values (numbers, nested lists, tensors); without any, the
@@ -119,7 +119,7 @@ def explain(
     grads = autograd_gradients(ev, targets)
     reachable = ev.graph.reachable(ev.root.id)  # the values the root depends on: the graph shown
     forms = _Forms(ev, reachable, max_symbolic)
-    report = GradReport(
+    report = Explanation(
         expression=text,
         root=ev.root_name,
         root_label=ev.root.label,
@@ -274,7 +274,7 @@ class _Forms:
 # --------------------------------------------------------------------------- one gradient
 
 
-def _gradient(ev: Evaluation, target: Node, grad: torch.Tensor, max_paths: int, forms: _Forms) -> GradientReport:
+def _gradient(ev: Evaluation, target: Node, grad: torch.Tensor, max_paths: int, forms: _Forms) -> GradientPaths:
     g = ev.graph
     root = ev.root.id
     counts = P.path_counts(g, root, target.id)
@@ -300,7 +300,7 @@ def _gradient(ev: Evaluation, target: Node, grad: torch.Tensor, max_paths: int, 
         if magnitude and net < CANCEL_RATIO * magnitude:
             cancellation = (f"contributions cancel: the paths' magnitudes add up to {magnitude:.6g}, "
                             f"but their sum is {net:.6g} in size")
-    return GradientReport(
+    return GradientPaths(
         wrt=target.label,
         autograd=autograd if ev.numeric else None,
         sum_over_paths=summed if ev.numeric else None,

@@ -82,7 +82,7 @@ def tensor_stats(t: torch.Tensor) -> TensorStats | None:
                        std=float(f.std()) if t.numel() > 1 else None, nan=0, inf=0)
 
 
-def describe_output(name: str, t: torch.Tensor, preview: int = 8) -> OutputInfo:
+def output_info(name: str, t: torch.Tensor, preview: int = 8) -> OutputInfo:
     has_values = not t.is_meta
     flat = t.detach().reshape(-1)
     return OutputInfo(
@@ -98,12 +98,12 @@ def describe_output(name: str, t: torch.Tensor, preview: int = 8) -> OutputInfo:
     )
 
 
-def describe_outputs(result) -> RunResult:
+def run_result(result) -> RunResult:
     """Describe whatever a forward returned (a tensor, or a tuple/list/dict of them)."""
     flat = flatten_outputs(result)
     if not flat:
         raise CgError("the forward returned no tensor", hint="end the forward with `return` of a tensor")
-    outputs = [describe_output(k, v) for k, v in flat.items()]
+    outputs = [output_info(k, v) for k, v in flat.items()]
     devices = {o.device for o in outputs}
     return RunResult(outputs=outputs, device=devices.pop() if len(devices) == 1 else ",".join(sorted(devices)))
 
@@ -127,6 +127,6 @@ def run_model(built, inputs: dict, *, weights=None, train: bool = False, output=
                             "to load")
     built.module.train(train)  # our own freshly built module: evaluation mode unless asked
     with torch.no_grad():
-        result = describe_outputs(built.forward(inputs))
+        result = run_result(built.forward(inputs))
     saved = save_output(result.saved_object(), os.fspath(output)) if output else None
     return dataclasses.replace(result, saved=saved, warnings=tuple(warnings))

@@ -73,7 +73,7 @@ def _distinct(params) -> tuple[int, int]:
     return total, trainable
 
 
-def describe(built: Built) -> Structure:
+def module_tree(built: Built) -> Structure:
     module = built.module
     records = built.check.records if built.check else {}
     paths_of: dict[int, list[str]] = {}

@@ -7,7 +7,7 @@ import torch
 from rich.markup import escape
 from rich.table import Table
 
-from ..graph.gradients import Factor, GradientReport, GradReport, PathReport
+from ..graph.gradients import Factor, GradientPaths, Explanation, PathReport
 from ..graph.symbolic import operand
 from .console import out
 from .units import plural
@@ -54,7 +54,7 @@ def jsonable(x):
 # --------------------------------------------------------------------------- JSON
 
 
-def grad_json(report: GradReport) -> dict:
+def grad_json(report: Explanation) -> dict:
     """The documented JSON shape: root, value, and per wrt the check and the listed paths."""
     return {
         "root": report.root,
@@ -63,7 +63,7 @@ def grad_json(report: GradReport) -> dict:
     }
 
 
-def _gradient_json(report: GradReport, g: GradientReport) -> dict:
+def _gradient_json(report: Explanation, g: GradientPaths) -> dict:
     return {
         "wrt": g.wrt,
         "autograd": jsonable(g.autograd),
@@ -90,7 +90,7 @@ def _gradient_json(report: GradReport, g: GradientReport) -> dict:
 # --------------------------------------------------------------------------- text
 
 
-def render_grad(report: GradReport) -> None:
+def render_grad(report: Explanation) -> None:
     console = out()
     console.print(f"[bold]{escape(report.expression.strip())}[/]")
     if not report.numeric:
@@ -104,7 +104,7 @@ def render_grad(report: GradReport) -> None:
         _render_gradient(report, g, multi)
 
 
-def _render_graph(report: GradReport) -> None:
+def _render_graph(report: Explanation) -> None:
     console = out()
     leaves = sum(1 for n in report.nodes if n.definition is None)
     edges = sum(e.differentiable for e in report.edges)
@@ -150,7 +150,7 @@ def _render_graph(report: GradReport) -> None:
         console.print(f"root [bold]{escape(root)}[/]")
 
 
-def _render_gradient(report: GradReport, g: GradientReport, multi: Counter) -> None:
+def _render_gradient(report: Explanation, g: GradientPaths, multi: Counter) -> None:
     console = out()
     d = f"∂{operand(report.root_label)}/∂{operand(g.wrt)}"
     noun = "path" if g.path_count == 1 else "paths"

@@ -100,7 +100,7 @@ def _check_spec_mapping(data, loc, ctx: _Ctx):
     if ctx.depth > MAX_DEPTH:
         raise CgError(f"specs are nested more than {MAX_DEPTH} deep", loc, hint="flatten the nesting")
     if not isinstance(data, dict):
-        raise CgError(f"a spec must be a mapping with `kind:`, found {_describe(data)}", loc,
+        raise CgError(f"a spec must be a mapping with `kind:`, found {_kind_of(data)}", loc,
                       hint="start the file with `kind: sequential` (or modulelist, moduledict, module)")
 
 
@@ -183,7 +183,7 @@ def _key_loc(data, key, default):
     return getattr(data, "key_locs", {}).get(key, default)
 
 
-def _describe(value) -> str:
+def _kind_of(value) -> str:
     if value is None:
         return "nothing"
     if isinstance(value, str):
@@ -439,7 +439,7 @@ def _layer(entry, where, loc, env, ctx: _Ctx) -> Layer:
     if isinstance(entry, str):
         return Layer(where, loc, call=_call_from_text(entry, env, loc, where, ctx))
     if not isinstance(entry, dict):
-        raise CgError(f"{where}: a layer is a call such as 'Linear(784, 256)' or a mapping, found {_describe(entry)}",
+        raise CgError(f"{where}: a layer is a call such as 'Linear(784, 256)' or a mapping, found {_kind_of(entry)}",
                       loc)
     repeat = _repeat(entry, where, loc, env, ctx)
     body = {k: v for k, v in entry.items() if k != "repeat"}
