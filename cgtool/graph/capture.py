@@ -126,7 +126,7 @@ class Recorder:
         self.bindings: list[Binding] = []
         self.versions: Counter = Counter()
         self.last_assigned: str | None = None
-        self.keep: list = []  # keeps every recorded tensor alive, so ids stay unique
+        self.keep: list = []  # every recorded tensor and its autograd node stay alive, so ids stay unique
         self.operations = 0
         self.calls: Counter = Counter()
         self.module_depth = 0
@@ -163,7 +163,7 @@ class Recorder:
         self.versions[name] += 1
         key = value_key(value) if isinstance(value, torch.Tensor) else None
         if key is not None:
-            self.keep.append(value)
+            self.keep.extend((value, value.grad_fn))
         self.bindings.append(Binding(name, self.versions[name], key, value if key is not None else None))
         self.last_assigned = name
 
@@ -213,7 +213,7 @@ class Recorder:
             differentiable = differentiable and not any(
                 a.requires_grad for a in _flat(args, kwargs) if isinstance(a, torch.Tensor))
         simple = not kwargs and all(isinstance(a, (int, float, torch.Tensor)) for a in args)
-        self.keep.extend(outputs)
+        self.keep.extend(outputs + [t.grad_fn for t in outputs])
         self.records.append(Record(s.key, s.symbol, list(args), simple, outputs, self.label(s), str(self.loc(s)),
                                    differentiable=differentiable))
         return result
@@ -237,7 +237,7 @@ class Recorder:
         site = self.direct_depth[-1][1] if self.direct_depth and self.direct_depth[-1][0] == self.module_depth \
             else None
         outputs = _tensors(output)
-        self.keep.extend(outputs)
+        self.keep.extend(outputs + [t.grad_fn for t in outputs])
         self.records.append(Record(name, name, list(args), False, outputs, self.label(site) if site else label,
                                    str(self.loc(site)) if site else None, module_call=label))
         return None
