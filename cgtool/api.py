@@ -4,7 +4,7 @@
     >>> cgtool.params("configs/mlp.yaml").total                 # = `cgtool params ... --json` .total
     >>> cgtool.summary("configs/gpt2_small.yaml", depth=1).total_flops
     >>> cgtool.run("configs/mlp.yaml", inputs={"x": (4, 784)}, output="out.npy").outputs[0].shape
-    >>> cgtool.grad("y = (x1 + w) * (x2 + w)", at={"x1": 1, "x2": 2, "w": 3}, wrt="w").gradients[0].value
+    >>> cgtool.grad("y = (x1 + w) * (x2 + w)", at={"x1": 1, "x2": 2, "w": 3}, wrt="w").gradients[0].autograd
     >>> cgtool.describe("configs/mlp.yaml", save="weights.pt").total_params   # what `cgtool build` shows
     >>> [l.signature for l in cgtool.layers("linear")]
     >>> cgtool.validate(["configs/mlp.yaml", "configs/llama7b.yaml"]).ok
