@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -136,11 +134,11 @@ def test_forty_step_chain_exact_count():
     assert "symbolic forms omitted" in out
 
 
-def test_forty_step_chain_in_a_fresh_process():
-    proc = subprocess.run([sys.executable, "-m", "cgtool", "grad", CHAIN40, "--wrt", "w", "--json", "--max-paths", "2"],
-                          capture_output=True, text=True, timeout=120, env={**ENV, "PATH": "/usr/bin:/bin"})
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["gradients"][0]["path_count"] == 2**40
+def test_forty_step_chain_symbolic_without_values():
+    # no --at: placeholders trace the graph; 2^40 paths are still counted exactly, never enumerated
+    data = grad_json(CHAIN40, "--wrt", "w", "--max-paths", "2")
+    assert data["gradients"][0]["path_count"] == 2**40
+    assert len(data["gradients"][0]["paths"]) == 2
 
 
 def test_max_paths_and_cancellation_warning():
