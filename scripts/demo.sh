@@ -8,6 +8,8 @@ step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 # 1. The lesson's computational graph: dy/dw is the sum over the paths y->a->w and y->b->w.
 step cgtool grad "a = x1 + w; b = x2 + w; y = a * b" --wrt w --at x1=1 --at x2=2 --at w=3
 step cgtool grad "y = (x + w) * (w + 1)" --at x=2 --at w=1 --wrt w
+# A name rebound is a new version of it (x#2); // has no derivative: a node with data edges only.
+step cgtool grad "x = x * 2; y = x // 0.3 + x * w" --at x=1 --at w=2 --wrt x
 
 # 2. Models from YAML specs: every config builds and passes its shape check.
 for spec in configs/*.yaml; do
