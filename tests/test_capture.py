@@ -120,3 +120,10 @@ def test_every_config_captures_a_graph_that_passes_lint(config):
     assert root is not None
     params = [n for n in cap.graph.nodes if n.kind == "parameter"]
     assert params and all(P.count_paths(cap.graph, root.id, p.id) >= 0 for p in params)
+
+
+def test_a_step_with_no_derivative_stays_a_name_in_symbolic_forms():
+    (g,) = explain("y = floor(x) * x", {"x": 1.5}).gradients
+    assert g.symbolic == "floor(x)" and g.autograd == 1.0
+    report = explain("x = x * 2; y = x // 0.3 + x * w", {"x": 1.0, "w": 2.0}, wrt=["x"])
+    assert report.gradients[0].symbolic == "w * 2" and report.gradients[0].autograd == 4.0

@@ -247,7 +247,8 @@ class _Forms:
             if v in self._leaf:
                 continue
             n = self.ev.graph.nodes[v]
-            if n.info.key == "leaf":
+            if n.info.key == "leaf" or not n.info.differentiable:
+                # a step with no derivative is a constant for every gradient: it stays a name
                 self._leaf[v] = S.ref(n.label)
                 continue
             ops = self._operands(n, leaves=True)
