@@ -127,3 +127,28 @@ def test_a_step_with_no_derivative_stays_a_name_in_symbolic_forms():
     assert g.symbolic == "floor(x)" and g.autograd == 1.0
     report = explain("x = x * 2; y = x // 0.3 + x * w", {"x": 1.0, "w": 2.0}, wrt=["x"])
     assert report.gradients[0].symbolic == "w * 2" and report.gradients[0].autograd == 4.0
+
+
+def test_nested_spec_forwards_are_captured_with_their_own_names_and_lines():
+    built = build_model(open("configs/resnet_small.yaml").read(), file="configs/resnet_small.yaml")
+    inputs = example_inputs(built)
+    cap = capture_model(built, inputs)
+    node = cap.names["stage1.0/out#1"]  # `out = relu(bn1(conv1(x)))` inside the block spec, first version
+    assert node.kind == "op" and node.info.loc == "configs/resnet_block.yaml:16:9"
+    assert cap.names["stage1.0/out#2"].label == "stage1.0.bn2#1"  # `out = bn2(...)`: the module call names it
+    adds = [n for n in cap.graph.nodes if n.label.startswith("stage1.0/out + shortcut(x)")]
+    assert adds and adds[0].info.loc.startswith("configs/resnet_block.yaml:18:")
+    # the swap is undone: the class's own compiled forward runs again, with the same answer
+    assert all("forward" not in vars(m) for m in built.module.modules())
+    built.module.eval()
+    with torch.no_grad():
+        again = built.module(inputs["x"])
+    assert torch.allclose(again, cap.returned.detach(), atol=1e-6)
+
+
+def test_a_module_call_names_the_value_it_returns():
+    built = build_model(open("configs/nest_mlp.yaml").read(), file="configs/nest_mlp.yaml")
+    cap = capture_model(built, example_inputs(built))
+    root = cap.node_of(cap.returned)
+    assert root.label == "2#1" and root.kind == "module"
+    assert cap.names["2/x#2"].label == "2/x#2"  # FancyMLP's variables, under its name in the Sequential

@@ -147,7 +147,7 @@ class Builder:
         self.files.add(spec.forward.source.file)
         self.code.append((spec.name, compiled.code))
         cls = type(spec.name, (base,), {"forward": compiled.fn, "__module__": "cgtool.generated",
-                                        "cg_code": compiled.code})
+                                        "cg_code": compiled.code, "cg_spec": spec})
         return cls
 
     def _tie(self, module: nn.Module, spec: Spec):

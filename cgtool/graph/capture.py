@@ -20,6 +20,7 @@ data edges and no gradient edge; no internal error escapes from one.
 """
 from __future__ import annotations
 
+import types
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -71,7 +72,6 @@ class Capture:
     versions: Counter  # name -> how many times it was bound (leaves count once)
     last_assigned: str | None
     returned: object = None  # what the forward returned (tensors are the model's own outputs)
-    returned_site: Site | None = None
 
     def node_of(self, value) -> Node | None:
         if not isinstance(value, torch.Tensor):
@@ -112,139 +112,26 @@ def _not_implemented(t: torch.Tensor) -> bool:
     return t.grad_fn is not None and type(t.grad_fn).__name__ == "NotImplemented"
 
 
-class Recorder:
-    """Receives the reports of capture-mode code and of module hooks during one run."""
+class SourceMap:
+    """One program's text and sites: where each report comes from, and the user's text of it.
 
-    def __init__(self, source: Source | None, sites: list[Site] | None = None, *, limits: Limits | None = None,
-                 module_names: dict[int, str] | None = None, numeric: bool = True):
+    A nested spec's forward has a *prefix*, its module's qualified name: its variables and
+    unnamed values are ``blocks.0/out`` and ``blocks.0/(out + x)``."""
+
+    def __init__(self, source: Source, prefix: str = ""):
         self.source = source
-        self.sites = sites or []
-        self.limits = limits or Limits()
-        self.module_names = module_names or {}
-        self.numeric = numeric
-        self.records: list[Record] = []
-        self.bindings: list[Binding] = []
-        self.versions: Counter = Counter()
-        self.last_assigned: str | None = None
-        self.keep: list = []  # every recorded tensor and its autograd node stay alive, so ids stay unique
-        self.operations = 0
-        self.calls: Counter = Counter()
-        self.module_depth = 0
-        self.direct_depth: list[tuple[int, Site]] = []  # module calls made by the program itself
-        self.returned_site: Site | None = None
-        self.text = source.text.replace("\t", "    ") if source else ""
+        self.prefix = prefix
+        self.sites: list[Site] = []  # filled in once the program is compiled
+        self.text = source.text.replace("\t", "    ")
         self.line_starts = [0]
         for line in self.text.splitlines(keepends=True):
             self.line_starts.append(self.line_starts[-1] + len(line))
 
-    # -- what compiled code calls
-    def namespace(self) -> dict:
-        return {"_cg_op": self.op, "_cg_method": self.method, "_cg_attr": self.attr, "_cg_bind": self.bind,
-                "_cg_return": self.ret}
+    def name(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
 
-    def op(self, site: int, fn, *args, **kwargs):
-        s = self.sites[site]
-        if isinstance(fn, nn.Module):  # the forward hook records the call; remember where it was made
-            self.direct_depth.append((self.module_depth, s))
-            try:
-                return self._run(s, fn, args, kwargs, record=False)
-            finally:
-                self.direct_depth.pop()
-        return self._run(s, fn, args, kwargs)
-
-    def method(self, site: int, obj, attr: str, *args, **kwargs):
-        # the object is the first operand: x.sum() reads x, x.add(w) reads x and w
-        return self._run(self.sites[site], lambda o, *a, **k: getattr(o, attr)(*a, **k), (obj, *args), kwargs)
-
-    def attr(self, site: int, obj, name: str):
-        return self._run(self.sites[site], lambda o: getattr(o, name), (obj,), {})
-
-    def bind(self, site: int, name: str, value) -> None:
-        self.versions[name] += 1
-        key = value_key(value) if isinstance(value, torch.Tensor) else None
-        if key is not None:
-            self.keep.extend((value, value.grad_fn))
-        self.bindings.append(Binding(name, self.versions[name], key, value if key is not None else None))
-        self.last_assigned = name
-
-    def ret(self, site: int, value):
-        self.returned_site = self.sites[site]
-        return value
-
-    # -- running one operation
-    def _run(self, s: Site, fn, args, kwargs, *, record: bool = True):
-        self.operations += 1
-        if self.operations > self.limits.max_operations:
-            raise CgError(f"the program ran more than {self.limits.max_operations:,} operations", self.loc(s),
-                          hint="make the loops shorter")
-        differentiable = True
-        try:
-            result = fn(*args, **kwargs)
-        except CgError as err:
-            raise err.with_place(self.loc(s)) from None
-        except RuntimeError as err:
-            if "derivative for" not in str(err) or "not implemented" not in str(err):
-                raise self.failure(s, err) from None
-            # torch refuses to record an operation it cannot differentiate: run it on plain values
-            differentiable = False
-            plain = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
-            try:
-                result = fn(*plain, **kwargs)
-            except Exception as again:  # noqa: BLE001 - reported at the program's place
-                raise self.failure(s, again) from None
-        except (TypeError, ValueError, IndexError, KeyError, ZeroDivisionError, OverflowError, AttributeError,
-                NotImplementedError) as err:
-            raise self.failure(s, err) from None
-        except MemoryError:
-            raise CgError(f"`{self.label(s)}` needs more memory than there is", self.loc(s)) from None
-        outputs = _tensors(result)
-        for t in outputs:
-            if t.numel() > self.limits.max_elements:
-                raise CgError(f"`{self.label(s)}` made a tensor of {t.numel():,} elements, over the cap of "
-                              f"{self.limits.max_elements:,}", self.loc(s))
-        if not record or not outputs or not any(isinstance(a, torch.Tensor) for a in _flat(args, kwargs)):
-            return result
-        if s.key in NO_DERIVATIVE or any(_not_implemented(t) for t in outputs):
-            differentiable = False
-            result = _detached(result)
-            outputs = _tensors(result)
-        if not differentiable or not any(t.requires_grad for t in outputs):
-            # an integer or boolean result, or one torch has no derivative for: data edges only
-            differentiable = differentiable and not any(
-                a.requires_grad for a in _flat(args, kwargs) if isinstance(a, torch.Tensor))
-        simple = not kwargs and all(isinstance(a, (int, float, torch.Tensor)) for a in args)
-        self.keep.extend(outputs + [t.grad_fn for t in outputs])
-        self.records.append(Record(s.key, s.symbol, list(args), simple, outputs, self.label(s), str(self.loc(s)),
-                                   differentiable=differentiable))
-        return result
-
-    def failure(self, s: Site, err: BaseException) -> CgError:
-        hint = None if self.numeric else \
-            "without --at values every leaf is a number; give tensor leaves their values, e.g. --at x='[1, 2]'"
-        return CgError(f"cannot compute `{self.label(s)}`: {_first_line(err)}", self.loc(s), hint)
-
-    # -- module calls (forward hooks, installed by `hooks()`)
-    def pre_hook(self, module, args):
-        self.module_depth += 1
-
-    def post_hook(self, module, args, output):
-        self.module_depth -= 1
-        name = self.module_names.get(id(module))
-        if name is None or name == "":
-            return None
-        self.calls[name] += 1
-        label = f"{name}#{self.calls[name]}"
-        site = self.direct_depth[-1][1] if self.direct_depth and self.direct_depth[-1][0] == self.module_depth \
-            else None
-        outputs = _tensors(output)
-        self.keep.extend(outputs + [t.grad_fn for t in outputs])
-        self.records.append(Record(name, name, list(args), False, outputs, self.label(site) if site else label,
-                                   str(self.loc(site)) if site else None, module_call=label))
-        return None
-
-    # -- positions and labels
     def loc(self, s: Site | None) -> Loc | None:
-        if s is None or self.source is None or s.line is None:
+        if s is None or s.line is None:
             return None
         return self.source.loc(s.line, None if s.col is None else s.col + 1)
 
@@ -279,6 +166,133 @@ class Recorder:
             a, b = i, j + 1
         text = " ".join(t[a:b].split())
         return text if len(text) <= MAX_LABEL else text[: MAX_LABEL - 1] + "…"
+
+
+class Recorder:
+    """Receives the reports of capture-mode programs and of module hooks during one run."""
+
+    def __init__(self, *, limits: Limits | None = None, module_names: dict[int, str] | None = None,
+                 numeric: bool = True):
+        self.limits = limits or Limits()
+        self.module_names = module_names or {}
+        self.numeric = numeric
+        self.records: list[Record] = []
+        self.bindings: list[Binding] = []
+        self.versions: Counter = Counter()
+        self.last_assigned: str | None = None
+        self.keep: list = []  # every recorded tensor and its autograd node stay alive, so ids stay unique
+        self.operations = 0
+        self.calls: Counter = Counter()
+        self.module_depth = 0
+        self.direct: list[tuple[int, SourceMap, Site]] = []  # module calls a program made itself
+        self.returned: tuple[SourceMap, Site] | None = None  # the top-level program's return
+
+    # -- what compiled code calls
+    def namespace(self, sm: SourceMap) -> dict:
+        """The ``_cg_*`` functions of one program, reporting here."""
+        return {
+            "_cg_op": lambda site, fn, *a, **k: self.op(sm, sm.sites[site], fn, a, k),
+            "_cg_method": lambda site, obj, attr, *a, **k: self._run(
+                sm, sm.sites[site], lambda o, *a2, **k2: getattr(o, attr)(*a2, **k2), (obj, *a), k),
+            "_cg_attr": lambda site, obj, name: self._run(sm, sm.sites[site], lambda o: getattr(o, name), (obj,), {}),
+            "_cg_bind": lambda site, name, value: self.bind(sm.name(name), value),
+            "_cg_return": lambda site, value: self.ret(sm, sm.sites[site], value),
+        }
+
+    def op(self, sm: SourceMap, s: Site, fn, args, kwargs):
+        if isinstance(fn, nn.Module):  # the forward hook records the call; remember where it was made
+            self.direct.append((self.module_depth, sm, s))
+            try:
+                return self._run(sm, s, fn, args, kwargs, record=False)
+            finally:
+                self.direct.pop()
+        return self._run(sm, s, fn, args, kwargs)
+
+    def bind(self, name: str, value) -> None:
+        self.versions[name] += 1
+        key = value_key(value) if isinstance(value, torch.Tensor) else None
+        if key is not None:
+            self.keep.extend((value, value.grad_fn))
+        self.bindings.append(Binding(name, self.versions[name], key, value if key is not None else None))
+        self.last_assigned = name
+
+    def ret(self, sm: SourceMap, s: Site, value):
+        if not sm.prefix:
+            self.returned = (sm, s)
+        return value
+
+    # -- running one operation
+    def _run(self, sm: SourceMap, s: Site, fn, args, kwargs, *, record: bool = True):
+        self.operations += 1
+        if self.operations > self.limits.max_operations:
+            raise CgError(f"the program ran more than {self.limits.max_operations:,} operations", sm.loc(s),
+                          hint="make the loops shorter")
+        result, differentiable = self._call(sm, s, fn, args, kwargs)
+        outputs = _tensors(result)
+        for t in outputs:
+            if t.numel() > self.limits.max_elements:
+                raise CgError(f"`{sm.label(s)}` made a tensor of {t.numel():,} elements, over the cap of "
+                              f"{self.limits.max_elements:,}", sm.loc(s))
+        if not record or not outputs or not any(isinstance(a, torch.Tensor) for a in _flat(args, kwargs)):
+            return result
+        if s.key in NO_DERIVATIVE or any(_not_implemented(t) for t in outputs):
+            differentiable = False
+            result = _detached(result)
+            outputs = _tensors(result)
+        if not differentiable or not any(t.requires_grad for t in outputs):
+            # an integer or boolean result, or one torch has no derivative for: data edges only
+            differentiable = differentiable and not any(
+                a.requires_grad for a in _flat(args, kwargs) if isinstance(a, torch.Tensor))
+        simple = not kwargs and all(isinstance(a, (int, float, torch.Tensor)) for a in args)
+        self.keep.extend(outputs + [t.grad_fn for t in outputs])
+        self.records.append(Record(s.key, s.symbol, list(args), simple, outputs, sm.name(sm.label(s)),
+                                   str(sm.loc(s)), differentiable=differentiable))
+        return result
+
+    def _call(self, sm: SourceMap, s: Site, fn, args, kwargs):
+        """(result, differentiable); every failure is a CgError at the program's place."""
+        try:
+            return fn(*args, **kwargs), True
+        except CgError as err:
+            raise err.with_place(sm.loc(s)) from None
+        except RuntimeError as err:
+            if "derivative for" not in str(err) or "not implemented" not in str(err):
+                raise self.failure(sm, s, err) from None
+        except (TypeError, ValueError, IndexError, KeyError, ZeroDivisionError, OverflowError, AttributeError,
+                NotImplementedError) as err:
+            raise self.failure(sm, s, err) from None
+        except MemoryError:
+            raise CgError(f"`{sm.label(s)}` needs more memory than there is", sm.loc(s)) from None
+        # torch refuses to record an operation it cannot differentiate: run it on plain values
+        plain = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
+        try:
+            return fn(*plain, **kwargs), False
+        except Exception as again:  # noqa: BLE001 - reported at the program's place
+            raise self.failure(sm, s, again) from None
+
+    def failure(self, sm: SourceMap, s: Site, err: BaseException) -> CgError:
+        hint = None if self.numeric else \
+            "without --at values every leaf is a number; give tensor leaves their values, e.g. --at x='[1, 2]'"
+        return CgError(f"cannot compute `{sm.label(s)}`: {_first_line(err)}", sm.loc(s), hint)
+
+    # -- module calls (forward hooks, installed by `hooks()`)
+    def pre_hook(self, module, args):
+        self.module_depth += 1
+
+    def post_hook(self, module, args, output):
+        self.module_depth -= 1
+        name = self.module_names.get(id(module))
+        if not name:
+            return None
+        self.calls[name] += 1
+        label = f"{name}#{self.calls[name]}"
+        caller = self.direct[-1] if self.direct and self.direct[-1][0] == self.module_depth else None
+        outputs = _tensors(output)
+        self.keep.extend(outputs + [t.grad_fn for t in outputs])
+        text = caller[1].name(caller[1].label(caller[2])) if caller else label
+        where = str(caller[1].loc(caller[2])) if caller else None
+        self.records.append(Record(name, name, list(args), False, outputs, text, where, module_call=label))
+        return None
 
     def hooks(self):
         """Global module hooks for the duration of a run (a context manager)."""
@@ -373,7 +387,11 @@ class _Reader:
                 self.tensors.setdefault(k, t)
                 if k[0] == "tensor" and id(t) in self.leaf_names:
                     continue  # an operation that returned its operand itself (x.contiguous()): an alias
-                self.producers.setdefault(k, r)
+                made = self.producers.get(k)
+                # a module call names what it returns, even when its last operation made it (the
+                # innermost call: hooks report inner calls first); the operation's names are aliases
+                if made is None or made.module_call is None and r.module_call is not None:
+                    self.producers[k] = r
         self.values: dict[tuple, _Value] = {}
         self.order: list[tuple] = []  # keys, operands before the values that read them
         self.graph = Graph()
@@ -389,8 +407,7 @@ class _Reader:
         self.add_edges()
         names, aliases = self.names()
         rec = self.recorder
-        return Capture(self.graph, self.nodes, names, aliases, rec.versions, rec.last_assigned,
-                       returned_site=rec.returned_site)
+        return Capture(self.graph, self.nodes, names, aliases, rec.versions, rec.last_assigned)
 
     # -- values: a depth-first search from every leaf, record and binding
     def collect(self) -> None:
@@ -737,16 +754,18 @@ def _inside_vjp(inside: list, fn, nr: int, target: tuple):
 # --------------------------------------------------------------------------- models
 
 
-def capture_model(built, inputs: dict[str, torch.Tensor], *, limits: Limits | None = None) -> Capture:
+def capture_model(built, inputs: dict[str, torch.Tensor], *, limits: Limits | None = None,
+                  train: bool = False) -> Capture:
     """Run a built spec once on *inputs* in capture mode and read its graph.
 
     Parameters are leaves by qualified name (``linear.weight``), buffers are constants,
-    floating inputs are leaves that require grad (so paths can end at them). The spec's
-    own forward runs in capture mode (variables and operations at the spec's lines);
-    module calls, at any depth, are nodes ``name#k`` from forward hooks.
+    floating inputs are leaves that require grad (so paths can end at them). Every spec
+    forward in the model — the top one and those of nested specs (``blocks.0/out``) — runs
+    in capture mode, so variables and operations carry their spec's lines; module calls, at
+    any depth, are nodes ``name#k`` from forward hooks. The model runs in evaluation mode
+    (dropout off, batch norm on its running statistics, which stay as they were) unless
+    ``train``; its mode is restored afterwards.
     """
-    from ..build.builder import compile_spec_forward
-
     module = built.module
     module_names: dict[int, str] = {}
     for name, m in module.named_modules(remove_duplicate=False):
@@ -759,18 +778,42 @@ def capture_model(built, inputs: dict[str, torch.Tensor], *, limits: Limits | No
         leaves[name] = (p, "parameter")
     for name, b in module.named_buffers():
         leaves[name] = (b, "constant")
+    recorder = Recorder(limits=limits, module_names=module_names)
     args = [leaves[n][0] for n in built.input_names]
-    spec = built.spec
-    limits = limits or Limits()
-    with torch.enable_grad():
-        if spec.kind != "sequential" and spec.forward is not None:
-            recorder = Recorder(spec.forward.source, limits=limits, module_names=module_names)
-            compiled = compile_spec_forward(spec, limits=limits, recorder=recorder.namespace())
-            recorder.sites = compiled.sites
-            out = run_compiled(compiled.fn, [module, *args], recorder, set(built.files))
-        else:
-            recorder = Recorder(None, limits=limits, module_names=module_names)
+    was_training = module.training
+    module.train(train)
+    try:
+        with _capture_forwards(module, recorder, limits or Limits()), torch.enable_grad():
             out = run_compiled(module, args, recorder, set(built.files))
+    finally:
+        module.train(was_training)
     cap = read_graph(recorder, leaves)
     cap.returned = out
     return cap
+
+
+class _capture_forwards:
+    """Swap every compiled spec forward in *module* for its capture-mode twin, and back."""
+
+    def __init__(self, module: nn.Module, recorder: Recorder, limits: Limits):
+        self.module, self.recorder, self.limits = module, recorder, limits
+        self.swapped: list[nn.Module] = []
+
+    def __enter__(self):
+        from ..build.builder import compile_spec_forward
+
+        for name, m in self.module.named_modules():
+            spec = getattr(type(m), "cg_spec", None)
+            if spec is None or spec.forward is None:
+                continue
+            sm = SourceMap(spec.forward.source, prefix=name)
+            compiled = compile_spec_forward(spec, limits=self.limits, recorder=self.recorder.namespace(sm))
+            sm.sites = compiled.sites
+            m.forward = types.MethodType(compiled.fn, m)
+            self.swapped.append(m)
+        return self
+
+    def __exit__(self, *exc):
+        for m in self.swapped:
+            del m.forward  # the class's compiled forward is in force again
+        return False

@@ -21,7 +21,7 @@ import torch
 
 from ..errors import CgError, Loc, did_you_mean
 from ..lang import DEFAULT_LIMITS, Limits, Program, Source, compile_forward, parse
-from .capture import Capture, Recorder, read_graph, run_compiled
+from .capture import Capture, Recorder, SourceMap, read_graph, run_compiled
 from .model import Graph, Node
 
 DTYPE = torch.float64
@@ -188,10 +188,11 @@ def evaluate(
         # Placeholder values only trace the graph's structure; nothing numeric is shown.
         t = to_tensor(values[name], f"--at {name}") if numeric else torch.tensor(0.7 + 0.13 * i, dtype=DTYPE)
         tensors[name] = t.requires_grad_(True)
-    recorder = Recorder(program.source, limits=limits, numeric=numeric)
+    recorder = Recorder(limits=limits, numeric=numeric)
+    sm = SourceMap(program.source)
     compiled = compile_forward(program, name="expression", params=leaves, prelude=[],
-                               namespace=recorder.namespace(), limits=limits, with_self=False, capture=True)
-    recorder.sites = compiled.sites
+                               namespace=recorder.namespace(sm), limits=limits, with_self=False, capture=True)
+    sm.sites = compiled.sites
     for name in leaves:
         recorder.versions[name] = 1  # a leaf that is rebound: the leaf is version 1
     returned = run_compiled(compiled.fn, [tensors[n] for n in leaves], recorder, {program.source.file})
@@ -211,11 +212,11 @@ def _root(program: Program, cap: Capture, recorder: Recorder, returned, root: st
                           hint=hint or f"names: {', '.join(known) or 'none'}")
         node = cap.names[root]
         return node, (root if root in cap.aliases else node.label), None
-    if cap.returned_site is not None or recorder.returned_site is not None:
-        site = recorder.returned_site
+    if recorder.returned is not None:
+        sm, site = recorder.returned
         node = cap.node_of(returned)
-        name = node.label if node is not None else recorder.label(site)
-        where = recorder.loc(site)
+        name = node.label if node is not None else sm.label(site)
+        where = sm.loc(site)
     elif cap.last_assigned is not None:
         name = cap.last_assigned
         version = cap.versions[name]
