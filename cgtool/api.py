@@ -37,7 +37,7 @@ from .inspect.tensorfiles import save_state_dict
 from .lang import DEFAULT_LIMITS, Limits
 from .spec import Spec
 
-__all__ = ["describe", "run", "params", "summary", "grad", "layers", "validate", "BuildReport", "ParamsReport",
+__all__ = ["describe", "run", "params", "summary", "grad", "capture", "layers", "validate", "BuildReport", "ParamsReport",
            "SummaryReport", "RunResult", "LayerType", "SpecCheck", "Validation", "read_spec", "parse_args"]
 
 
@@ -152,6 +152,24 @@ def grad(expr: str, *, at=None, wrt=None, root: str | None = None, max_paths: in
     limits = DEFAULT_LIMITS if max_iterations is None else Limits(max_loop_iterations=max_iterations)
     return explain(expr, values, wrt=[wrt] if isinstance(wrt, str) else wrt, root=root, max_paths=max_paths,
                    file=file, limits=limits)
+
+
+def capture(spec, *, file: str | None = None, args=None, inputs=None, dtype=None, seed: int = 0,
+            train: bool = False, max_memory=None, max_iterations: int | None = None):
+    """The labelled computational graph of one forward pass (:class:`cgtool.graph.capture.Capture`).
+
+    Read from torch's own autograd graph: leaves (inputs, parameters by qualified name, constants),
+    operations and module calls (``linear#2``), labelled with the spec's variable names
+    (``x#2``; ``blocks.0/out`` inside a nested spec) or source text, with shapes and spec lines.
+    ``.graph`` is the :class:`cgtool.graph.model.Graph`, ``.names`` every name a user may type,
+    ``.returned`` the output. Runs on the CPU, in evaluation mode unless *train*.
+    """
+    from .graph.capture import capture_model
+
+    built = _build(spec, file=file, args=args, inputs=inputs, dtype=dtype, seed=seed, max_memory=max_memory,
+                   max_iterations=max_iterations)
+    limits = Limits(max_loop_iterations=max_iterations) if max_iterations else None
+    return capture_model(built, _tensors(built), limits=limits, train=train)
 
 
 def layers(pattern: str | None = None) -> list[LayerType]:

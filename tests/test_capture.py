@@ -152,3 +152,12 @@ def test_a_module_call_names_the_value_it_returns():
     root = cap.node_of(cap.returned)
     assert root.label == "2#1" and root.kind == "module"
     assert cap.names["2/x#2"].label == "2/x#2"  # FancyMLP's variables, under its name in the Sequential
+
+
+def test_library_capture_of_a_spec():
+    import cgtool
+
+    cap = cgtool.capture("configs/fancy_mlp.yaml", seed=3)
+    assert {"linear#1", "linear#2"} <= {n.label for n in cap.graph.nodes}
+    weight = cap.names["linear.weight"]
+    assert P.count_paths(cap.graph, cap.node_of(cap.returned).id, weight.id) == 2
