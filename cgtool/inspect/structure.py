@@ -75,72 +75,101 @@ def _distinct(params) -> tuple[int, int]:
 
 def module_tree(built: Built) -> Structure:
     module = built.module
-    records = built.check.records if built.check else {}
-    paths_of: dict[int, list[str]] = {}
-    for path, mod in module.named_modules(remove_duplicate=False):
-        paths_of.setdefault(id(mod), []).append(path)
-    param_names: dict[int, list[str]] = {}
-    for pname, p in module.named_parameters(remove_duplicate=False):
-        param_names.setdefault(id(p), []).append(pname)
-    repeats = {id(m): o.text for m, o in ((m, built.origins.get(id(m))) for m in module.modules()) if o}
-
-    def node(mod: nn.Module, path: str, seen: set[int]) -> TreeNode:
-        origin = built.origins.get(id(mod))
-        paths = paths_of.get(id(mod), [path])
-        canonical = paths[0]
-        rec = records.get(canonical)
-        text = origin.text if origin else type(mod).__name__
-        n = TreeNode(path=path, name=path.rsplit(".", 1)[-1] if path else built.spec.name, type=type(mod).__name__,
-                 text=text, params=_distinct(mod.parameters())[0],
-                 own_params=_distinct(mod.parameters(recurse=False))[0],
-                 output_shapes=rec.output_shapes if rec else [], calls=rec.calls if rec else 0,
-                 shared_with=[p for p in paths if p != path])
-        prefix = f"{path}." if path else ""
-        for pname, p in mod.named_parameters(recurse=False):
-            others = [q for q in param_names.get(id(p), []) if not q.startswith(prefix) or "." in q[len(prefix):]]
-            others = [q for q in others if q != prefix + pname]
-            if others and not n.shared_with:
-                n.tied[pname] = others
-        if " × " in repeats.get(id(mod), "") and isinstance(mod, nn.Sequential):
-            n.repeat = len(mod)
-        if id(mod) in seen:
-            return n  # a shared module: its subtree is shown where it first appears
-        seen.add(id(mod))
-        for child_name, child in mod._modules.items():  # named_children() would hide shared modules
-            if child is None:
-                continue
-            n.children.append(node(child, f"{path}.{child_name}" if path else child_name, seen))
-        return n
-
-    root = node(module, "", set())
-    buffers = []
-    buffer_paths: dict[int, list[str]] = {}
-    for name, b in module.named_buffers(remove_duplicate=False):
-        buffer_paths.setdefault(id(b), []).append(name)
-    for name, b in module.named_buffers():
-        buffers.append(TensorRow(name, list(b.shape), b.numel(), _dtype(b.dtype),
-                                 shared_with=[p for p in buffer_paths[id(b)] if p != name]))
-    free = []
-    declared = _free_parameter_names(built)
-    param_paths: dict[int, list[str]] = {}
-    for name, p in module.named_parameters(remove_duplicate=False):
-        param_paths.setdefault(id(p), []).append(name)
-    for name, p in module.named_parameters():
-        if name.rsplit(".", 1)[-1] in declared and _owner_is_spec(module, name):
-            free.append(TensorRow(name, list(p.shape), p.numel(), _dtype(p.dtype), p.requires_grad,
-                                  [q for q in param_paths[id(p)] if q != name]))
+    param_paths = _paths_by_id(module.named_parameters(remove_duplicate=False))
+    tree = _TreeBuilder(built, _paths_by_id(module.named_modules(remove_duplicate=False)), param_paths)
+    buffers = _constants(module)
+    free = _free_parameters(built, param_paths)
     total, trainable = _distinct(module.parameters())
     check = built.check
     return Structure(
         name=built.spec.name, kind=built.spec.kind, file=built.spec.file, device=str(built.device),
-        dtype=_dtype(built.dtype),
-        inputs={n: {"shape": list(i.shape),
-                    "dtype": _dtype(built.dtype if built.dtype is not None and i.dtype.is_floating_point else i.dtype)}
-                for n, i in built.inputs.items()},
-        root=root, constants=buffers, parameters=free, total_params=total, trainable_params=trainable,
+        dtype=_dtype(built.dtype), inputs=_inputs(built),
+        root=tree.node(module, ""), constants=buffers, parameters=free, total_params=total, trainable_params=trainable,
         buffer_numel=sum(b.numel for b in buffers), bytes=built.param_bytes,
         check={"status": check.status, "how": check.how, "reason": check.reason} if check else {"status": "not run"},
         outputs=check.outputs if check else [], code=built.code)
+
+
+def _paths_by_id(named) -> dict[int, list[str]]:
+    """Every name of each object in *named* (``(name, object)`` pairs, duplicates included), by id."""
+    paths: dict[int, list[str]] = {}
+    for name, obj in named:
+        paths.setdefault(id(obj), []).append(name)
+    return paths
+
+
+class _TreeBuilder:
+    """TreeNodes for one built model; a shared module's subtree is shown where it first appears."""
+
+    def __init__(self, built: Built, paths_of: dict[int, list[str]], param_names: dict[int, list[str]]):
+        self.built = built
+        self.records = built.check.records if built.check else {}
+        self.paths_of = paths_of
+        self.param_names = param_names
+        self.seen: set[int] = set()
+
+    def node(self, mod: nn.Module, path: str) -> TreeNode:
+        n = self._own_node(mod, path)
+        if id(mod) in self.seen:
+            return n
+        self.seen.add(id(mod))
+        for child_name, child in mod._modules.items():  # named_children() would hide shared modules
+            if child is None:
+                continue
+            n.children.append(self.node(child, f"{path}.{child_name}" if path else child_name))
+        return n
+
+    def _own_node(self, mod: nn.Module, path: str) -> TreeNode:
+        """*mod*'s node at *path*, without its children."""
+        origin = self.built.origins.get(id(mod))
+        paths = self.paths_of.get(id(mod), [path])
+        rec = self.records.get(paths[0])
+        n = TreeNode(path=path, name=path.rsplit(".", 1)[-1] if path else self.built.spec.name,
+                     type=type(mod).__name__, text=origin.text if origin else type(mod).__name__,
+                     params=_distinct(mod.parameters())[0],
+                     own_params=_distinct(mod.parameters(recurse=False))[0],
+                     output_shapes=rec.output_shapes if rec else [], calls=rec.calls if rec else 0,
+                     shared_with=[p for p in paths if p != path])
+        # a shared module is shown with its other paths (shared_with): its tensors' other names would repeat them
+        if not n.shared_with:
+            n.tied = self._tied(mod, path)
+        if origin and " × " in origin.text and isinstance(mod, nn.Sequential):
+            n.repeat = len(mod)
+        return n
+
+    def _tied(self, mod: nn.Module, path: str) -> dict[str, list[str]]:
+        """Each of *mod*'s own parameters that is also reachable under other names, with those names."""
+        prefix = f"{path}." if path else ""
+        tied = {}
+        for pname, p in mod.named_parameters(recurse=False):
+            others = [q for q in self.param_names.get(id(p), []) if not q.startswith(prefix) or "." in q[len(prefix):]]
+            others = [q for q in others if q != prefix + pname]
+            if others:
+                tied[pname] = others
+        return tied
+
+
+def _constants(module: nn.Module) -> list[TensorRow]:
+    buffer_paths = _paths_by_id(module.named_buffers(remove_duplicate=False))
+    return [TensorRow(name, list(b.shape), b.numel(), _dtype(b.dtype),
+                      shared_with=[p for p in buffer_paths[id(b)] if p != name])
+            for name, b in module.named_buffers()]
+
+
+def _free_parameters(built: Built, param_paths: dict[int, list[str]]) -> list[TensorRow]:
+    """The parameters declared under a spec's ``parameters:`` (not those of its layers)."""
+    declared = _free_parameter_names(built)
+    return [TensorRow(name, list(p.shape), p.numel(), _dtype(p.dtype), p.requires_grad,
+                      [q for q in param_paths[id(p)] if q != name])
+            for name, p in built.module.named_parameters()
+            if name.rsplit(".", 1)[-1] in declared and _owner_is_spec(built.module, name)]
+
+
+def _inputs(built: Built) -> dict:
+    # a floating input is cast to the model's dtype; integer ones (indices) keep theirs
+    return {n: {"shape": list(i.shape),
+                "dtype": _dtype(built.dtype if built.dtype is not None and i.dtype.is_floating_point else i.dtype)}
+            for n, i in built.inputs.items()}
 
 
 def _free_parameter_names(built: Built) -> set[str]:

@@ -179,43 +179,59 @@ def summarize(
     """
     if depth is not None and depth < 0:
         raise CgError(f"depth must be 0 or more, not {depth}", "--depth")
+    names = _names_by_module(module)
+    recorder = _Recorder()
+    result = _run_hooked(module, inputs, call, recorder)
+    return _tabulate(module, names, recorder.records, recorder.calls, recorder.counter, result, depth)
 
+
+def _names_by_module(module: nn.Module) -> dict[int, list[str]]:
     names: dict[int, list[str]] = {}
     for name, m in module.named_modules(remove_duplicate=False):
         names.setdefault(id(m), []).append(name)
+    return names
 
-    records: dict[int, _Record] = {}
-    calls: list[_Call] = []
-    stack: list[_Frame] = []
-    counter = FlopCounterMode(display=False, custom_mapping=EXTRA_FLOP_FORMULAS)
 
-    def pre_hook(mod, args, kwargs):
+class _Recorder:
+    """The forward hooks: a record per module, a :class:`_Call` per finished call."""
+
+    def __init__(self):
+        self.records: dict[int, _Record] = {}
+        self.calls: list[_Call] = []
+        self.stack: list[_Frame] = []  # the calls in progress, outermost first
+        self.counter = FlopCounterMode(display=False, custom_mapping=EXTRA_FLOP_FORMULAS)
+
+    def pre_hook(self, mod, args, kwargs):
         key = id(mod)
         in_shapes = shapes_of((args, kwargs))
-        rec = records.get(key)
+        rec = self.records.get(key)
         if rec is None:
-            rec = records[key] = _Record(
-                module=mod, order=len(records), depth=len(stack),
-                parent=stack[-1].module_id if stack else None, input_shapes=in_shapes,
+            rec = self.records[key] = _Record(
+                module=mod, order=len(self.records), depth=len(self.stack),
+                parent=self.stack[-1].module_id if self.stack else None, input_shapes=in_shapes,
             )
         elif in_shapes != rec.input_shapes:
             rec.shapes_vary = True
         rec.calls += 1
-        stack.append(_Frame(key, counter.get_total_flops(), tuple(f.module_id for f in stack), rec.calls == 1))
+        ancestors = tuple(f.module_id for f in self.stack)
+        self.stack.append(_Frame(key, self.counter.get_total_flops(), ancestors, rec.calls == 1))
 
-    def post_hook(mod, args, kwargs, output):
-        frame = stack.pop()
-        inclusive = counter.get_total_flops() - frame.entry
-        if stack:
-            stack[-1].children += inclusive
-        calls.append(_Call(frame.module_id, frame.ancestors, inclusive - frame.children, inclusive))
-        rec = records[frame.module_id]
+    def post_hook(self, mod, args, kwargs, output):
+        frame = self.stack.pop()
+        inclusive = self.counter.get_total_flops() - frame.entry
+        if self.stack:
+            self.stack[-1].children += inclusive
+        self.calls.append(_Call(frame.module_id, frame.ancestors, inclusive - frame.children, inclusive))
+        rec = self.records[frame.module_id]
         out_shapes = shapes_of(output)
         if frame.first:
             rec.output_shapes = out_shapes
         elif out_shapes != rec.output_shapes:
             rec.shapes_vary = True
 
+
+def _run_hooked(module: nn.Module, inputs, call: Callable | None, recorder: _Recorder):
+    """The forward's result, run under no_grad with *recorder* on every module; the model is left as it was."""
     handles = []
     guard = _BufferGuard(module)
     # Under no_grad in eval mode, nn.MultiheadAttention / TransformerEncoderLayer take a fused
@@ -224,31 +240,78 @@ def summarize(
     fastpath = torch.backends.mha.get_fastpath_enabled()
     try:
         for m in {id(m): m for m in module.modules()}.values():
-            handles.append(m.register_forward_pre_hook(pre_hook, with_kwargs=True))
-            handles.append(m.register_forward_hook(post_hook, with_kwargs=True))
+            handles.append(m.register_forward_pre_hook(recorder.pre_hook, with_kwargs=True))
+            handles.append(m.register_forward_hook(recorder.post_hook, with_kwargs=True))
         torch.backends.mha.set_fastpath_enabled(False)
-        with torch.no_grad(), counter:
-            result = (call or (lambda x: _default_call(module, x)))(inputs)
+        with torch.no_grad(), recorder.counter:
+            return (call or (lambda x: _default_call(module, x)))(inputs)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
         for h in handles:
             h.remove()
         guard.restore()
 
-    return _tabulate(module, names, records, calls, counter, result, depth)
+
+@dataclass
+class _FlopRows:
+    """Each shown row's FLOPs, keyed by module id."""
+
+    own: dict[int, int]  # run in its own forward bodies and those folded into it
+    inclusive: dict[int, int]  # its calls including everything they called
+    folded: dict[int, int]  # how many modules below the depth limit it absorbs
+
+
+@dataclass
+class _ParamRows:
+    """Each shown row's parameters, keyed by module id, and the model's totals."""
+
+    params: dict[int, int]
+    trainable: dict[int, int]
+    shared: dict[int, int]
+    total: int = 0
+    trainable_total: int = 0
+    unattributed: int = 0
 
 
 def _tabulate(module, names, records, calls, counter, result, depth) -> Summary:
     limit = depth if depth is not None else 1 << 30
     shown = {c.module_id for c in calls if len(c.ancestors) <= limit}
+    flops = _attribute_flops(records, calls, shown, limit)
+    order = {key: records[key].order for key in shown}
+    params = _attribute_params(module, records, shown, order)
+    layers = [_layer_row(key, records[key], names, flops, params) for key in sorted(shown, key=order.__getitem__)]
+    total_flops = counter.get_total_flops()
+    by_op = {str(op): n for op, n in counter.get_flop_counts().get("Global", {}).items()}
+    devices = {str(t.device) for t in [*module.parameters(), *module.buffers()]}
+    return Summary(
+        model_type=type(module).__name__,
+        layers=layers,
+        total_params=params.total,
+        trainable_params=params.trainable_total,
+        non_trainable_params=params.total - params.trainable_total,
+        total_flops=total_flops,
+        flops_by_op=by_op,
+        output_shapes=shapes_of(result),
+        depth=depth,
+        device=",".join(sorted(devices)) or "cpu",
+        outside_flops=total_flops - sum(c.own for c in calls),
+        not_called=tuple(_not_called(module, records)),
+        unattributed_params=params.unattributed,
+    )
 
-    flops: dict[int, int] = dict.fromkeys(shown, 0)
-    flops_total: dict[int, int] = dict.fromkeys(shown, 0)
+
+def _attribute_flops(records, calls, shown, limit) -> _FlopRows:
+    """Put each call's FLOPs on its row, or on its ancestor at *limit* when it is not shown.
+
+    Also sets each record's ``first_target``, which parameters follow (:func:`_row_of`).
+    """
+    own: dict[int, int] = dict.fromkeys(shown, 0)
+    inclusive: dict[int, int] = dict.fromkeys(shown, 0)
     for c in calls:
         target = c.module_id if c.module_id in shown else c.ancestors[limit]
-        flops[target] += c.own
+        own[target] += c.own
         if c.module_id in shown:
-            flops_total[c.module_id] += c.inclusive
+            inclusive[c.module_id] += c.inclusive
         rec = records[c.module_id]
         if rec.first_target is None:
             rec.first_target = target
@@ -256,87 +319,70 @@ def _tabulate(module, names, records, calls, counter, result, depth) -> Summary:
     for key, rec in records.items():
         if key not in shown:
             folded[rec.first_target] += 1
+    return _FlopRows(own, inclusive, folded)
 
-    # Parameters: which row counts each distinct tensor.
+
+def _attribute_params(module, records, shown, order) -> _ParamRows:
+    """Count each distinct parameter tensor once, at the first row in *order* that holds it."""
     by_name = dict(module.named_modules(remove_duplicate=False))
-    order = {key: records[key].order for key in shown}
-
-    def row_of(name: str) -> int | None:
-        """The row a module's parameters go to: its own, the one it was folded into, or (never
-        called, e.g. a ParameterList read in its parent's forward) its nearest called ancestor."""
-        while True:
-            rec = records.get(id(by_name[name]))
-            if rec is not None:
-                return rec.first_target
-            if name == "":
-                return None
-            name = name.rpartition(".")[0]
-
     groups: dict[int, tuple[torch.Tensor, list[str]]] = {}
     for qual, p in module.named_parameters(remove_duplicate=False):
         groups.setdefault(id(p), (p, []))[1].append(qual)
 
-    params = dict.fromkeys(shown, 0)
-    trainable = dict.fromkeys(shown, 0)
-    shared = dict.fromkeys(shown, 0)
-    total = trainable_total = unattributed = 0
+    rows = _ParamRows(dict.fromkeys(shown, 0), dict.fromkeys(shown, 0), dict.fromkeys(shown, 0))
     for p, quals in groups.values():
         n = p.numel()
-        total += n
-        trainable_total += n if p.requires_grad else 0
-        rows = {row_of(q.rpartition(".")[0]) for q in quals}
-        rows.discard(None)
-        if not rows:
-            unattributed += n
+        rows.total += n
+        rows.trainable_total += n if p.requires_grad else 0
+        holders = {_row_of(q.rpartition(".")[0], records, by_name) for q in quals}
+        holders.discard(None)
+        if not holders:
+            rows.unattributed += n
             continue
-        first, *others = sorted(rows, key=order.__getitem__)
-        params[first] += n
-        trainable[first] += n if p.requires_grad else 0
+        first, *others = sorted(holders, key=order.__getitem__)
+        rows.params[first] += n
+        rows.trainable[first] += n if p.requires_grad else 0
         for r in others:
-            shared[r] += n
+            rows.shared[r] += n
+    return rows
 
-    not_called = []
-    for name, m in module.named_modules():
-        if id(m) not in records and m._parameters and not isinstance(m, nn.ParameterList | nn.ParameterDict):
-            not_called.append(name)
 
-    layers = []
-    for key in sorted(shown, key=order.__getitem__):
-        rec = records[key]
-        all_names = names.get(key, ["?"])
-        layers.append(LayerRow(
-            name=all_names[0],
-            type=type(rec.module).__name__,
-            depth=rec.depth,
-            parent=names[rec.parent][0] if rec.parent is not None else None,
-            input_shapes=rec.input_shapes,
-            output_shapes=rec.output_shapes,
-            params=params[key],
-            trainable_params=trainable[key],
-            shared_params=shared[key],
-            calls=rec.calls,
-            flops=flops[key],
-            flops_total=flops_total[key],
-            aliases=tuple(all_names[1:]),
-            shapes_vary=rec.shapes_vary,
-            folded=folded[key],
-        ))
+def _row_of(name: str, records, by_name) -> int | None:
+    """The row a module's parameters go to: its own, the one it was folded into, or (never
+    called, e.g. a ParameterList read in its parent's forward) its nearest called ancestor."""
+    while True:
+        rec = records.get(id(by_name[name]))
+        if rec is not None:
+            return rec.first_target
+        if name == "":
+            return None
+        name = name.rpartition(".")[0]
 
-    total_flops = counter.get_total_flops()
-    by_op = {str(op): n for op, n in counter.get_flop_counts().get("Global", {}).items()}
-    devices = {str(t.device) for t in [*module.parameters(), *module.buffers()]}
-    return Summary(
-        model_type=type(module).__name__,
-        layers=layers,
-        total_params=total,
-        trainable_params=trainable_total,
-        non_trainable_params=total - trainable_total,
-        total_flops=total_flops,
-        flops_by_op=by_op,
-        output_shapes=shapes_of(result),
-        depth=depth,
-        device=",".join(sorted(devices)) or "cpu",
-        outside_flops=total_flops - sum(c.own for c in calls),
-        not_called=tuple(not_called),
-        unattributed_params=unattributed,
+
+def _not_called(module, records) -> list[str]:
+    """Submodules with parameters of their own that the forward never called."""
+    return [
+        name for name, m in module.named_modules()
+        if id(m) not in records and m._parameters and not isinstance(m, nn.ParameterList | nn.ParameterDict)
+    ]
+
+
+def _layer_row(key: int, rec: _Record, names, flops: _FlopRows, params: _ParamRows) -> LayerRow:
+    all_names = names.get(key, ["?"])
+    return LayerRow(
+        name=all_names[0],
+        type=type(rec.module).__name__,
+        depth=rec.depth,
+        parent=names[rec.parent][0] if rec.parent is not None else None,
+        input_shapes=rec.input_shapes,
+        output_shapes=rec.output_shapes,
+        params=params.params[key],
+        trainable_params=params.trainable[key],
+        shared_params=params.shared[key],
+        calls=rec.calls,
+        flops=flops.own[key],
+        flops_total=flops.inclusive[key],
+        aliases=tuple(all_names[1:]),
+        shapes_vary=rec.shapes_vary,
+        folded=flops.folded[key],
     )

@@ -235,6 +235,15 @@ def save_output(obj, path: str) -> str:
     if suffix not in TENSOR_SUFFIXES:
         raise CgError(f"unknown output file type {suffix or '(no extension)'!r}", path,
                       hint="write a .pt file (torch) or a .npy file (numpy)")
+    obj = _checked_output(obj, suffix, path)
+    directory = _output_directory(path)
+    _write_atomically(_payload(obj, suffix, path), suffix, path, directory)
+    return path
+
+
+def _checked_output(obj, suffix: str, path: str):
+    """*obj* once every output in it is a tensor with values that *suffix* can hold; a dict of one
+    output becomes that tensor for ``.npy``."""
     if isinstance(obj, Mapping):
         tensors = {str(k): v for k, v in obj.items()}
         if len(tensors) == 1 and suffix in NUMPY_SUFFIXES:
@@ -250,25 +259,37 @@ def save_output(obj, path: str) -> str:
     if suffix in NUMPY_SUFFIXES and isinstance(obj, Mapping):
         raise CgError(f"a .npy file holds one array, but the forward returned {len(tensors)} outputs "
                       f"({', '.join(tensors)})", path, hint="save several outputs to a .pt file")
+    return obj
 
-    def plain(t: torch.Tensor) -> torch.Tensor:
-        return t.detach().cpu()
 
+def _output_directory(path: str) -> str:
+    """The directory *path* will be written in, refused before anything is converted or written."""
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise CgError("cannot write the output: its directory does not exist", path, hint="create the directory first")
     if os.path.isdir(path):
         raise CgError("cannot write the output: the path is a directory", path)
+    return directory
 
+
+def _payload(obj, suffix: str, path: str):
+    """What goes in the file: CPU tensors for ``.pt``, one numpy array for ``.npy``."""
     if suffix in NUMPY_SUFFIXES:
-        t = plain(obj)
+        t = _plain(obj)
         if t.dtype == torch.bfloat16:
             raise CgError("numpy has no bfloat16: cannot save a bfloat16 output as .npy", path,
                           hint="save it as .pt, or run with --dtype float32")
-        payload = t.resolve_conj().resolve_neg().numpy()
-    else:
-        payload = {k: plain(v) for k, v in obj.items()} if isinstance(obj, Mapping) else plain(obj)
+        return t.resolve_conj().resolve_neg().numpy()
+    return {k: _plain(v) for k, v in obj.items()} if isinstance(obj, Mapping) else _plain(obj)
 
+
+def _plain(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().cpu()
+
+
+def _write_atomically(payload, suffix: str, path: str, directory: str) -> None:
+    """Write to a temporary file in *directory* and rename it over *path*, so a reader never sees
+    a half-written file and a failure leaves what was there."""
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -290,7 +311,6 @@ def save_output(obj, path: str) -> str:
     except BaseException:
         _unlink_quietly(tmp)
         raise
-    return path
 
 
 def save_state_dict(module: torch.nn.Module, path: str, *, device=None, place: str = "--save") -> str:

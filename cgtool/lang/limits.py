@@ -50,29 +50,34 @@ def _scalar(v):
     return v
 
 
-def make_guards(limits: Limits):
-    """The helper functions compiled code calls, bound to *limits*."""
+class Guards:
+    """The runtime guards for one :class:`Limits`: a method per guard, read at call time."""
 
-    def check_elements(n, what):
-        if n > limits.max_elements:
+    def __init__(self, limits: Limits):
+        self.limits = limits
+
+    def check_elements(self, n, what):
+        if n > self.limits.max_elements:
             raise CgError(
-                f"{what} would create a tensor of {n:,} elements, over the cap of {limits.max_elements:,}",
+                f"{what} would create a tensor of {n:,} elements, over the cap of {self.limits.max_elements:,}",
                 hint="make the tensor smaller or raise the element cap",
             )
 
-    def creator(fn, name):
+    def creator(self, fn, name):
+        """*fn* (torch.zeros, ...) behind the element cap, under the name spec code calls it by."""
+
         def create(*size, **kw):
-            check_elements(_numel(_size_args(size)), f"{name}(...)")
+            self.check_elements(_numel(_size_args(size)), f"{name}(...)")
             return fn(*size, **kw)
 
         create.__name__ = name
         return create
 
-    def full(size, fill_value, **kw):
-        check_elements(_numel(_size_args((size,))), "full(...)")
+    def full(self, size, fill_value, **kw):
+        self.check_elements(_numel(_size_args((size,))), "full(...)")
         return torch.full(tuple(size) if not isinstance(size, int) else (size,), fill_value, **kw)
 
-    def arange(*args, **kw):
+    def arange(self, *args, **kw):
         nums = [float(a) for a in args]
         if len(nums) == 1:
             start, end, step = 0.0, nums[0], 1.0
@@ -80,64 +85,81 @@ def make_guards(limits: Limits):
             start, end = nums[0], nums[1]
             step = nums[2] if len(nums) > 2 else float(kw.get("step", 1))
         if step != 0:
-            check_elements(max(0, math.ceil((end - start) / step)), "arange(...)")
+            self.check_elements(max(0, math.ceil((end - start) / step)), "arange(...)")
         return torch.arange(*args, **kw)
 
-    def eye(n, m=None, **kw):
-        check_elements(int(n) * int(m if m is not None else n), "eye(...)")
+    def eye(self, n, m=None, **kw):
+        self.check_elements(int(n) * int(m if m is not None else n), "eye(...)")
         return torch.eye(n, m, **kw) if m is not None else torch.eye(n, **kw)
 
-    def guarded_range(*args):
+    def guarded_range(self, *args):
         r = range(*args)
-        if len(r) > limits.max_loop_iterations:
+        if len(r) > self.limits.max_loop_iterations:
             raise CgError(
-                f"range(...) has {len(r):,} steps, over the loop cap of {limits.max_loop_iterations:,}",
+                f"range(...) has {len(r):,} steps, over the loop cap of {self.limits.max_loop_iterations:,}",
                 hint="use a smaller range or raise the loop cap (--max-iterations)",
             )
         return r
 
-    def pow_(a, b):
+    def pow_(self, a, b):
         if type(a) is int and type(b) is int and b > 0 and a not in (0, 1, -1):
-            if a.bit_length() * b > limits.max_int_bits:
+            if a.bit_length() * b > self.limits.max_int_bits:
                 raise CgError(
                     f"{a} ** {b} is too large a number", hint="numbers in specs must stay reasonably small"
                 )
         return a**b
 
-    def mul(a, b):
+    def mul(self, a, b):
         ta, tb = type(a), type(b)
         if ta is torch.Tensor or tb is torch.Tensor or torch.nn.Parameter in (ta, tb):
             return a * b
         if ta is int and tb is int:
-            if a.bit_length() + b.bit_length() > limits.max_int_bits:
+            if a.bit_length() + b.bit_length() > self.limits.max_int_bits:
                 raise CgError("the product is too large a number")
         elif isinstance(a, (str, list, tuple)) or isinstance(b, (str, list, tuple)):
             seq, n = (a, b) if isinstance(a, (str, list, tuple)) else (b, a)
-            if isinstance(n, int) and len(seq) * n > limits.max_sequence:
-                raise CgError(f"repeating a sequence {n:,} times is over the cap of {limits.max_sequence:,} items")
+            if isinstance(n, int) and len(seq) * n > self.limits.max_sequence:
+                raise CgError(f"repeating a sequence {n:,} times is over the cap of {self.limits.max_sequence:,} items")
         return a * b
 
-    def loop_limit():
+    def loop_limit(self):
         raise CgError(
-            f"while loop ran more than {limits.max_loop_iterations:,} iterations",
+            f"while loop ran more than {self.limits.max_loop_iterations:,} iterations",
             hint="the loop may never end; raise the cap with --max-iterations if it really needs more",
         )
 
-    return {
-        "_cg_range": guarded_range,
-        "_cg_pow": pow_,
-        "_cg_mul": mul,
-        "_cg_loop_limit": loop_limit,
-        "_cg_limit": limits.max_loop_iterations,
-        "_cg_vector_norm": torch.linalg.vector_norm,
-        "_cg_scalar": _scalar,
-        "zeros": creator(torch.zeros, "zeros"),
-        "ones": creator(torch.ones, "ones"),
-        "rand": creator(torch.rand, "rand"),
-        "randn": creator(torch.randn, "randn"),
-        "empty": creator(torch.zeros, "empty"),  # never hand out uninitialised memory
-        "full": full,
-        "arange": arange,
-        "eye": eye,
-    }
+    def namespace(self) -> dict:
+        """The globals compiled code gets, by the names the compiler and spec code use."""
+        return {
+            "_cg_range": self.guarded_range,
+            "_cg_pow": self.pow_,
+            "_cg_mul": self.mul,
+            "_cg_loop_limit": self.loop_limit,
+            "_cg_limit": self.limits.max_loop_iterations,
+            "_cg_vector_norm": torch.linalg.vector_norm,
+            "_cg_scalar": _scalar,
+            "zeros": self.creator(torch.zeros, "zeros"),
+            "ones": self.creator(torch.ones, "ones"),
+            "rand": self.creator(torch.rand, "rand"),
+            "randn": self.creator(torch.randn, "randn"),
+            "empty": self.creator(torch.zeros, "empty"),  # never hand out uninitialised memory
+            "full": self.full,
+            "arange": self.arange,
+            "eye": self.eye,
+        }
 
+
+def make_guards(limits: Limits):
+    """The helper functions compiled code calls, bound to *limits*."""
+    guards = Guards(limits)
+
+    # A wrong call from spec code (full(3)) fails with a TypeError that names the function and
+    # counts its arguments: "make_guards.<locals>.full() missing 1 required positional argument".
+    # A bound method would count self in that message, so these two stay plain functions here.
+    def full(size, fill_value, **kw):
+        return guards.full(size, fill_value, **kw)
+
+    def eye(n, m=None, **kw):
+        return guards.eye(n, m, **kw)
+
+    return {**guards.namespace(), "full": full, "eye": eye}
