@@ -161,8 +161,22 @@ def compile_forward(
     sites = []
     if capture:
         lowered, sites = instrument(lowered)
-    header_args = (["self"] if with_self else []) + list(params)
-    fn_def = ast.parse(f"def forward({', '.join(header_args)}):\n    pass").body[0]
+    fn_def = _function(lowered, (["self"] if with_self else []) + list(params), prelude)
+    module = ast.Module(body=[fn_def], type_ignores=[])
+    ast.fix_missing_locations(module)
+    ast.increment_lineno(module, src.line - 1)  # to the user's file lines
+    readable = ast.unparse(ast.Module(body=[fn_def], type_ignores=[]))
+    code = compile(module, src.file, "exec")
+    glb = _globals(name, limits, namespace, capture)
+    exec(code, glb)  # noqa: S102 - the program passed the Checker; only its names are bound
+    fn = glb["forward"]
+    fn.__qualname__ = f"{name}.forward"
+    return Compiled(fn, readable, glb, sites)
+
+
+def _function(lowered: ast.Module, args: list[str], prelude: list[str]) -> ast.FunctionDef:
+    """``def forward(*args)``: the prelude lines (placed at the body's first line), then the body."""
+    fn_def = ast.parse(f"def forward({', '.join(args)}):\n    pass").body[0]
     pre = [ast.parse(line).body[0] for line in prelude]
     first_line = lowered.body[0].lineno if lowered.body else 1
     for stmt in pre:
@@ -172,12 +186,11 @@ def compile_forward(
                 n.col_offset = n.end_col_offset = 0
     fn_def.body = pre + lowered.body
     fn_def.lineno = first_line
-    module = ast.Module(body=[fn_def], type_ignores=[])
-    ast.fix_missing_locations(module)
-    # shift to the user's file lines
-    ast.increment_lineno(module, src.line - 1)
-    readable = ast.unparse(ast.Module(body=[fn_def], type_ignores=[]))
-    code = compile(module, src.file, "exec")
+    return fn_def
+
+
+def _globals(name: str, limits: Limits, namespace: dict, capture: bool) -> dict:
+    """What compiled code may name: the allow-listed functions and constants, the guards, the caller's names."""
     glb = {"__builtins__": builtins.__dict__, "__name__": f"cgtool.spec.{name}"}
     glb.update(FUNCTIONS)
     glb.update(CONSTANT_NAMES)
@@ -186,10 +199,7 @@ def compile_forward(
     if capture:
         glb.update(OPERATORS)
     glb.update(namespace)
-    exec(code, glb)  # noqa: S102 - the program passed the Checker; only its names are bound
-    fn = glb["forward"]
-    fn.__qualname__ = f"{name}.forward"
-    return Compiled(fn, readable, glb, sites)
+    return glb
 
 
 def locate_runtime_error(exc: BaseException, files: set[str]) -> Loc | None:
