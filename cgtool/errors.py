@@ -74,3 +74,9 @@ def closest(name: str, choices, n: int = 1) -> list[str]:
 def did_you_mean(name: str, choices) -> str | None:
     found = closest(name, choices)
     return f"did you mean {found[0]!r}?" if found else None
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (torch's are often pages long), or its type's name."""
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from .. import lang
-from ..errors import CgError, Loc, did_you_mean
+from ..errors import CgError, Loc, did_you_mean, first_line
 from ..spec import Call, Layer, Spec, TensorSpec
-from .catalog import _CLASSES, _signature_params, _first_line
+from .catalog import _CLASSES, _signature_params
 
 
 
@@ -128,7 +128,7 @@ class Builder:
         except CgError:
             raise
         except Exception as e:  # noqa: BLE001 - a constructor's complaint about user values
-            raise CgError(f"{where}: {call.text} cannot be constructed: {_first_line(e)}", call.loc,
+            raise CgError(f"{where}: {call.text} cannot be constructed: {first_line(e)}", call.loc,
                           hint=f"{call.type}({', '.join(_signature_params(inspect.signature(cls)))})") from None
 
     def _arg(self, value, where):

@@ -60,8 +60,4 @@ def _signature_params(sig: inspect.Signature) -> list[str]:
     return out
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
-
 

@@ -5,9 +5,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 from .. import lang
-from ..errors import CgError, Loc
+from ..errors import CgError, Loc, first_line
 from .builder import Origin
-from .catalog import _first_line
 
 
 # --------------------------------------------------------------------------- running with spec-level errors
@@ -106,7 +105,7 @@ def run_forward(module: nn.Module, args: list, *, files: set[str], origins: dict
 
 
 def _explain(e, root, tracker, origins, loc) -> CgError:
-    message = _first_line(e)
+    message = first_line(e)
     if tracker is None or not tracker.stack:
         return CgError(f"forward failed: {message}", loc,
                        hint="check the shapes and dtypes of the inputs and what the forward does with them")

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..errors import CgError, Loc
+from ..errors import CgError, Loc, first_line
 from ..lang import Limits, Source, locate_runtime_error
 from ..lang.instrument import Site
 from .model import Graph, Node, OpInfo
@@ -102,10 +102,6 @@ def _tensors(value) -> list[torch.Tensor]:
         return [t for v in value.values() for t in _tensors(v)]
     return []
 
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
 
 
 def _not_implemented(t: torch.Tensor) -> bool:
@@ -273,7 +269,7 @@ class Recorder:
     def failure(self, sm: SourceMap, s: Site, err: BaseException) -> CgError:
         hint = None if self.numeric else \
             "without --at values every leaf is a number; give tensor leaves their values, e.g. --at x='[1, 2]'"
-        return CgError(f"cannot compute `{sm.label(s)}`: {_first_line(err)}", sm.loc(s), hint)
+        return CgError(f"cannot compute `{sm.label(s)}`: {first_line(err)}", sm.loc(s), hint)
 
     # -- module calls (forward hooks, installed by `hooks()`)
     def pre_hook(self, module, args):
@@ -344,7 +340,7 @@ def run_compiled(fn, args: list, recorder: Recorder, files: set[str]):
         raise e.with_place(locate_runtime_error(e, files)) from None
     except (RuntimeError, TypeError, ValueError, IndexError, KeyError, ZeroDivisionError, OverflowError,
             AttributeError, NameError, UnboundLocalError) as e:
-        raise CgError(f"cannot run the program: {_first_line(e)}", locate_runtime_error(e, files)) from None
+        raise CgError(f"cannot run the program: {first_line(e)}", locate_runtime_error(e, files)) from None
 
 
 # --------------------------------------------------------------------------- reading the graph

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import CgError, Loc, did_you_mean
+from ..errors import CgError, Loc, did_you_mean, first_line
 from ..lang import DEFAULT_LIMITS, Limits, Program, Source, compile_forward, parse
 from .capture import Capture, Recorder, SourceMap, read_graph, run_compiled
 from .model import Graph, Node
@@ -74,7 +74,7 @@ def to_tensor(value, place: str = "--at") -> torch.Tensor:
     try:
         return torch.tensor(value, dtype=DTYPE)
     except (TypeError, ValueError, RuntimeError, OverflowError) as e:
-        raise CgError(f"{value!r} is not a rectangular list of numbers ({_first_line(e)})", place,
+        raise CgError(f"{value!r} is not a rectangular list of numbers ({first_line(e)})", place,
                       hint="every row must have the same length, e.g. [[1, 2], [3, 4]]") from None
 
 
@@ -100,10 +100,6 @@ def parse_assignments(items: list[str] | None, option: str = "--at") -> dict[str
         out[name] = parse_value(text, f"{option} {name}")
     return out
 
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
 
 
 # --------------------------------------------------------------------------- the expression
