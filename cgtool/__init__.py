@@ -24,11 +24,12 @@ _LAZY = {
     "build": "cgtool.build.model", "build_model": "cgtool.build.model", "Built": "cgtool.build.model",
     "load_spec": "cgtool.spec",
     "describe": "cgtool.api", "run": "cgtool.api", "params": "cgtool.api", "summary": "cgtool.api",
-    "grad": "cgtool.api", "capture": "cgtool.api", "layers": "cgtool.api", "validate": "cgtool.api",
+    "grad": "cgtool.api", "capture": "cgtool.api", "paths": "cgtool.api", "layers": "cgtool.api",
+    "validate": "cgtool.api",
 }
 
 __all__ = ["build", "build_model", "Built", "load_spec", "CgError", "describe", "run", "params", "summary", "grad",
-           "capture", "layers", "validate"]
+           "capture", "paths", "layers", "validate"]
 
 
 def __getattr__(name: str):

@@ -37,7 +37,7 @@ from .inspect.tensorfiles import save_state_dict
 from .lang import DEFAULT_LIMITS, Limits
 from .spec import Spec
 
-__all__ = ["describe", "run", "params", "summary", "grad", "capture", "layers", "validate", "BuildReport", "ParamsReport",
+__all__ = ["describe", "run", "params", "summary", "grad", "capture", "paths", "layers", "validate", "BuildReport", "ParamsReport",
            "SummaryReport", "RunResult", "LayerType", "SpecCheck", "Validation", "read_spec", "parse_args"]
 
 
@@ -170,6 +170,31 @@ def capture(spec, *, file: str | None = None, args=None, inputs=None, dtype=None
                    max_iterations=max_iterations)
     limits = Limits(max_loop_iterations=max_iterations) if max_iterations else None
     return capture_model(built, _tensors(built), limits=limits, train=train)
+
+
+def paths(spec, wrt: str | None = None, *, file: str | None = None, args=None, inputs=None, dtype=None,
+          seed: int = 0, loss: str = "sum", root: str | None = None, level: str = "module", max_paths: int = 10,
+          all: bool = False, max_memory=None, max_iterations: int | None = None):
+    """``cgtool paths``: the gradient paths of a model's parameter (or input) *wrt*, through its autograd graph.
+
+    The output is reduced with *loss* (sum, mean, norm) when it is not a scalar; *root* picks another value.
+    Returns :class:`~cgtool.graph.model_paths.ParameterPaths`: the exact path count, the top *max_paths*
+    paths by contribution norm, the gradient's norm and whether the contributions add up to it. With
+    *all*: :class:`~cgtool.graph.model_paths.AllParameters`, one row per parameter (reached or not, and why).
+    """
+    from .graph.capture import capture_model
+    from .graph.model_paths import all_parameters, parameter_paths
+
+    if not all and not wrt:
+        raise CgError("say which parameter: --wrt NAME (or --all for every parameter)", "--wrt")
+    built = _build(spec, file=file, args=args, inputs=inputs, dtype=dtype, seed=seed, max_memory=max_memory,
+                   max_iterations=max_iterations)
+    limits = Limits(max_loop_iterations=max_iterations) if max_iterations else None
+    cap = capture_model(built, _tensors(built), limits=limits)
+    if all:
+        names = [n for n, _ in built.module.named_parameters()]
+        return all_parameters(cap, names, root=root, loss=loss, level=level)
+    return parameter_paths(cap, wrt, root=root, loss=loss, level=level, max_paths=max_paths)
 
 
 def layers(pattern: str | None = None) -> list[LayerType]:
