@@ -174,16 +174,20 @@ def capture(spec, *, file: str | None = None, args=None, inputs=None, dtype=None
 
 def paths(spec, wrt: str | None = None, *, file: str | None = None, args=None, inputs=None, dtype=None,
           seed: int = 0, loss: str = "sum", root: str | None = None, level: str = "module", max_paths: int = 10,
-          all: bool = False, max_memory=None, max_iterations: int | None = None):
+          all: bool = False, by_length: bool = False, depth: int = 1, count: str | None = None, sample: int = 0,
+          max_memory=None, max_iterations: int | None = None):
     """``cgtool paths``: the gradient paths of a model's parameter (or input) *wrt*, through its autograd graph.
 
     The output is reduced with *loss* (sum, mean, norm) when it is not a scalar; *root* picks another value.
     Returns :class:`~cgtool.graph.model_paths.ParameterPaths`: the exact path count, the top *max_paths*
     paths by contribution norm, the gradient's norm and whether the contributions add up to it. With
     *all*: :class:`~cgtool.graph.model_paths.AllParameters`, one row per parameter (reached or not, and why).
+    *by_length*: the path-length spectrum, where a path's length is the number of module calls on it at
+    *depth* (of modules with parameters), or of the modules whose path matches *count* (``stages.*.*.branch``);
+    *sample* adds Veit et al.'s sampled estimate per length.
     """
     from .graph.capture import capture_model
-    from .graph.model_paths import all_parameters, parameter_paths
+    from .graph.model_paths import all_parameters, length_counter, parameter_paths
 
     if not all and not wrt:
         raise CgError("say which parameter: --wrt NAME (or --all for every parameter)", "--wrt")
@@ -194,7 +198,12 @@ def paths(spec, wrt: str | None = None, *, file: str | None = None, args=None, i
     if all:
         names = [n for n, _ in built.module.named_parameters()]
         return all_parameters(cap, names, root=root, loss=loss, level=level)
-    return parameter_paths(cap, wrt, root=root, loss=loss, level=level, max_paths=max_paths)
+    counted = None
+    if by_length or count or sample:
+        owners = {name for name, m in built.module.named_modules() if name and any(True for _ in m.parameters())}
+        counted = length_counter(depth=depth, pattern=count, with_parameters=owners)
+    return parameter_paths(cap, wrt, root=root, loss=loss, level=level, max_paths=max_paths, counted=counted,
+                           sample=sample)
 
 
 def layers(pattern: str | None = None) -> list[LayerType]:

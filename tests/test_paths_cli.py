@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -156,3 +157,34 @@ def test_bad_input_exit_1(args, needles):
 def test_bad_option_is_a_usage_error():
     r = cli("configs/fancy_mlp.yaml", "--wrt", "linear.weight", "--level", "atoms", code=2)
     assert "atoms" in r.stderr
+
+
+RESIDUAL = """
+name: Residual
+kind: modulelist
+inputs: {x: [2, 3]}
+layers:
+  - {kind: sequential, layers: ['Linear(3, 3)', 'Tanh()'], repeat: 6}
+forward: |
+  for block in layers:
+      x = x + block(x)
+  return x
+"""
+
+
+def test_by_length_on_a_residual_chain_is_binomial_and_adds_up_to_the_gradient():
+    data = json.loads(cli("-", "--wrt", "x", "--by-length", "--json", input=RESIDUAL).stdout)
+    rows = data["by_length"]
+    assert [r["length"] for r in rows] == list(range(7))
+    assert [r["count"] for r in rows] == [math.comb(6, k) for k in range(7)]
+    assert data["path_count"] == 2**6 and data["by_length_matches"] and data["sum_matches_grad"]
+
+
+def test_by_length_counts_what_the_pattern_names():
+    # counting only the Linear inside each block: the same spectrum (one per block), at depth 2
+    by_pattern = json.loads(cli("-", "--wrt", "x", "--by-length", "--count", "*.0", "--json", input=RESIDUAL).stdout)
+    by_depth = json.loads(cli("-", "--wrt", "x", "--by-length", "--depth", "2", "--json", input=RESIDUAL).stdout)
+    assert [r["count"] for r in by_pattern["by_length"]] == [math.comb(6, k) for k in range(7)]
+    assert [r["count"] for r in by_depth["by_length"]] == [math.comb(6, k) for k in range(7)]
+    text = cli("-", "--wrt", "0.0.weight", "--by-length", "--sample", "50", input=RESIDUAL).stdout
+    assert "path-length spectrum" in text and "sampled mean |path|" in text and "add up to the gradient" in text

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from collections import Counter
 
 import pytest
@@ -204,24 +203,20 @@ def deep_scalar_chain(n: int, c: float = 0.5, x: float = 0.3) -> Graph:
     return g
 
 
-def test_thousand_blocks_fast_and_exact():
+def test_thousand_blocks_exact():
+    # its speed is measured in benchmarks/paths.py, not asserted here (shared, noisy machines)
     n = 1000
     g = deep_scalar_chain(n)
     root, x = len(g.nodes) - 1, 0
     counts = P.path_counts(g, root, x)
-    start = time.perf_counter()
     rows = S.length_spectrum(g, root, x, tanh_block, counts=counts)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 1.0, f"{elapsed:.2f} s"
     assert len(rows) == n + 1
     assert [r.length for r in rows] == list(range(n + 1))
     for L in (0, 1, 2, 17, 333, 500, 999, 1000):
         assert rows[L].count == math.comb(n, L)
     assert sum(r.count for r in rows) == counts[root] == 2**n
     assert sum(r.contribution for r in rows) == pytest.approx(P.sum_over_paths(g, root, x, counts=counts), rel=1e-9)
-    start = time.perf_counter()
     only = S.length_counts(g, root, x, tanh_block, counts=counts)
-    assert time.perf_counter() - start < 1.0
     assert only == {r.length: r.count for r in rows}
 
 

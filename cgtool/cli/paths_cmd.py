@@ -37,6 +37,15 @@ def paths_command(
                                          "autograd node.")] = Level.module,
     max_paths: Annotated[int, typer.Option("--max-paths", min=0, help="Paths listed, largest contribution "
                                            "first.")] = 10,
+    by_length: Annotated[bool, typer.Option("--by-length", help="The path-length spectrum: per length, the exact "
+                                            "number of paths and the sum of their contributions.")] = False,
+    depth: Annotated[int, typer.Option("--depth", min=1, help="--by-length counts module calls at this depth "
+                                       "(modules with parameters).")] = 1,
+    count: Annotated[Optional[str], typer.Option("--count", help="--by-length counts calls of the modules "
+                                                 "matching PATTERN instead (* is one name: stages.*.*.branch).",
+                                                 show_default=False)] = None,
+    sample: Annotated[int, typer.Option("--sample", min=0, help="Also estimate each length's mean path norm from "
+                                        "N sampled paths (Veit et al. 2016).")] = 0,
     input: InputOpt = None,
     arg: ArgOpt = None,
     dtype: DTypeOpt = None,
@@ -51,6 +60,7 @@ def paths_command(
     from ..render.paths import render_paths
 
     result = paths(spec, wrt, args=arg, inputs=input, dtype=dtype, seed=seed, loss=loss.value, root=root,
-                   level=level.value, max_paths=max_paths, all=all_, max_memory=max_memory,
+                   level=level.value, max_paths=max_paths, all=all_, by_length=by_length, depth=depth, count=count,
+                   sample=sample, max_memory=max_memory,
                    max_iterations=max_iterations)
     render_paths(result, json=json)

@@ -376,6 +376,7 @@ class _Reader:
             self.leaf_names.setdefault(id(t), (name, kind))  # a tied tensor keeps its first name
         self.leaves = leaves
         self.producers: dict[tuple, Record] = {}
+        self.calls_of: dict[tuple, list[str]] = {}  # value key -> the module calls that returned it
         self.tensors: dict[tuple, torch.Tensor] = {}
         for r in recorder.records:
             for t in r.outputs:
@@ -383,6 +384,8 @@ class _Reader:
                 self.tensors.setdefault(k, t)
                 if k[0] == "tensor" and id(t) in self.leaf_names:
                     continue  # an operation that returned its operand itself (x.contiguous()): an alias
+                if r.module_call:
+                    self.calls_of.setdefault(k, []).append(r.module_call)
                 made = self.producers.get(k)
                 # a module call names what it returns, even when its last operation made it (the
                 # innermost call: hooks report inner calls first); the operation's names are aliases
@@ -516,6 +519,7 @@ class _Reader:
                 node = self.graph.add_node("", v.tensor, op, OpInfo(op, None, ""), kind="internal", shape=_shape(v))
             if v.tensor is None:
                 node.dtype, node.device = _dtype_device(v)
+            node.calls = list(self.calls_of.get(key, ()))
             self.nodes[key] = node
 
     def label_internal(self, first: dict[tuple, str]) -> None:

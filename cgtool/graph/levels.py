@@ -33,7 +33,7 @@ def contract(graph: Graph, keep: Callable[[Node], bool], root: int) -> tuple[Gra
     for v in kept:
         n = graph.nodes[v]
         m = out.add_node(n.label, n.value, n.op, n.info, kind=n.kind, shape=n.shape)
-        m.names, m.dtype, m.device = list(n.names), n.dtype, n.device
+        m.names, m.calls, m.dtype, m.device = list(n.names), list(n.calls), n.dtype, n.device
         new_id[v] = m.id
     for v in kept:
         targets, region = _region(graph, v, new_id)

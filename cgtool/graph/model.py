@@ -43,6 +43,7 @@ class Node:
     kind: str = "op"  # one of KINDS
     shape: tuple[int, ...] = ()
     names: list[str] = field(default_factory=list)  # forward variables bound to this value ("x#2")
+    calls: list[str] = field(default_factory=list)  # module calls that returned it, innermost first
     dtype: torch.dtype | None = None
     device: torch.device | None = None
 

@@ -10,6 +10,7 @@ the contributions add up to the gradient autograd gives.
 """
 from __future__ import annotations
 
+import fnmatch
 import math
 from dataclasses import dataclass, field
 
@@ -42,7 +43,8 @@ class ParameterPaths:
     checked_by: str  # "listed paths" (every path was listed) or "sum over all paths" (linear-time DP)
     paths: list[PathRow]
     left_out: int  # paths not listed
-    by_length: list = field(default_factory=list)
+    by_length: list = field(default_factory=list)  # [{"length", "count", "contribution_norm", "share"}]
+    by_length_matches: bool | None = None  # the per-length sums add up to the gradient
 
 
 @dataclass
@@ -135,9 +137,30 @@ def _close(a, b) -> bool:
     return a.shape == b.shape and bool(torch.allclose(a, b, rtol=1e-4, atol=1e-5 * scale))
 
 
+def length_counter(*, depth: int = 1, pattern: str | None = None, with_parameters: set[str] = frozenset()):
+    """What adds one to a path's length: a module call whose path matches *pattern* (``*`` is one
+    component: ``stages.*.*.branch``), else a call at *depth* of a module that has parameters."""
+    wanted = pattern.split(".") if pattern else None
+
+    def matches(path: str) -> bool:
+        if wanted is not None:
+            parts = path.split(".")
+            return len(parts) == len(wanted) and all(fnmatch.fnmatchcase(a, b) for a, b in zip(parts, wanted))
+        return path in with_parameters and path.count(".") + 1 == depth
+
+    def counted(node: Node) -> bool:
+        return any(matches(call.rsplit("#", 1)[0]) for call in node.calls)
+
+    return counted
+
+
 def parameter_paths(cap: Capture, wrt: str, *, root: str | None = None, loss: str = "sum", level: str = "module",
-                    max_paths: int = 10) -> ParameterPaths:
-    """Every path from the loss to *wrt*: the exact count, the top paths, and the check against autograd."""
+                    max_paths: int = 10, counted=None, sample: int = 0) -> ParameterPaths:
+    """Every path from the loss to *wrt*: the exact count, the top paths, and the check against autograd.
+
+    With *counted* (see :func:`length_counter`), also the path-length spectrum: per length, the exact
+    number of paths and the exact sum of their contributions (one cotangent per length, a DP over the
+    graph), checked to add up to the gradient; *sample* paths per run add Veit et al.'s estimate."""
     if max_paths < 0:
         raise CgError(f"--max-paths must be 0 or more, not {max_paths}", "--max-paths")
     if wrt not in cap.names:
@@ -161,8 +184,24 @@ def parameter_paths(cap: Capture, wrt: str, *, root: str | None = None, loss: st
     else:
         total, how = P.sum_over_paths(g, root_node.id, target.id, counts=counts), "sum over all paths"
     matches = _close(total, grad) if count else _norm(grad) == 0.0
-    return ParameterPaths(wrt, root_node.label, r.loss, level, count, _norm(grad), matches, how, rows,
-                          count - len(rows))
+    result = ParameterPaths(wrt, root_node.label, r.loss, level, count, _norm(grad), matches, how, rows,
+                            count - len(rows))
+    if counted is not None and count:
+        result.by_length, result.by_length_matches = _spectrum(g, root_node, target, counted, counts, grad, sample)
+    return result
+
+
+def _spectrum(g: Graph, root: Node, target: Node, counted, counts, grad, sample: int):
+    from .spectrum import length_spectrum, sample_path_magnitudes
+
+    rows = length_spectrum(g, root.id, target.id, counted, counts=counts)
+    total = sum((row.contribution for row in rows[1:]), rows[0].contribution)
+    out = spectrum_shares(rows, _norm(grad))
+    if sample:
+        means = sample_path_magnitudes(g, root.id, target.id, counted, sample)
+        for row in out:
+            row["sampled_mean_path_norm"] = means.get(row["length"])
+    return out, _close(total, grad)
 
 
 def all_parameters(cap: Capture, parameters: list[str], *, root: str | None = None, loss: str = "sum",

@@ -16,6 +16,7 @@ def paths_json(r: ParameterPaths) -> dict:
         "paths": [{"nodes": p.nodes, "contribution_norm": p.contribution_norm} for p in r.paths],
         "left_out": r.left_out,
         "by_length": r.by_length,
+        "by_length_matches": r.by_length_matches,
     }
 
 
@@ -49,9 +50,8 @@ def _paths_text(r: ParameterPaths) -> None:
         console.print(f"  {i}. {escape(' ← '.join(p.nodes))}   [cyan]|contribution| {p.contribution_norm:.6g}[/]")
     if r.left_out:
         console.print(f"  [dim]{r.left_out:,} more not listed (--max-paths N lists more)[/]")
-    for row in r.by_length:
-        console.print(f"  length {row['length']:>3}: {row['count']:>24,} paths  |sum| {row['contribution_norm']:.4g}"
-                      f"  share {row['share']:.1%}")
+    if r.by_length:
+        _spectrum_text(r)
     verdict = "[green]✓[/]" if r.sum_matches_grad else "[bold red]✗[/]"
     what = "the listed paths' contributions" if r.checked_by == "listed paths" else \
         "the sum over all paths (linear-time)"
@@ -72,3 +72,23 @@ def _all_text(a: AllParameters) -> None:
         console.print(f"[yellow]{plural(len(unreached), 'parameter')} get no gradient[/] "
                       "(DistributedDataParallel would need find_unused_parameters=True): "
                       + escape(", ".join(unreached)))
+
+
+def _spectrum_text(r: ParameterPaths) -> None:
+    console = out()
+    sampled = any("sampled_mean_path_norm" in row for row in r.by_length)
+    table = Table("length", "paths", "|sum of contributions|", "share of |gradient|", box=None, header_style="dim",
+                  pad_edge=False, padding=(0, 2, 0, 2))
+    if sampled:
+        table.add_column("sampled mean |path|")
+    for row in r.by_length:
+        cells = [str(row["length"]), f"{row['count']:,}", f"{row['contribution_norm']:.4g}", f"{row['share']:.1%}"]
+        if sampled:
+            mean = row.get("sampled_mean_path_norm")
+            cells.append("-" if mean is None else f"{mean:.4g}")
+        table.add_row(*cells)
+    console.print("  path-length spectrum (length: module calls counted along the path)")
+    console.print(table)
+    verdict = "[green]✓[/] the per-length sums add up to the gradient" if r.by_length_matches else \
+        "[bold red]✗[/] the per-length sums do not add up to the gradient"
+    console.print(f"  {verdict}")
