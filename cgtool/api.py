@@ -175,7 +175,7 @@ def capture(spec, *, file: str | None = None, args=None, inputs=None, dtype=None
 def paths(spec, wrt: str | None = None, *, file: str | None = None, args=None, inputs=None, dtype=None,
           seed: int = 0, loss: str = "sum", root: str | None = None, level: str = "module", max_paths: int = 10,
           all: bool = False, by_length: bool = False, depth: int = 1, count: str | None = None, sample: int = 0,
-          max_memory=None, max_iterations: int | None = None):
+          max_memory=None, max_iterations: int | None = None, progress=None):
     """``cgtool paths``: the gradient paths of a model's parameter (or input) *wrt*, through its autograd graph.
 
     The output is reduced with *loss* (sum, mean, norm) when it is not a scalar; *root* picks another value.
@@ -184,17 +184,22 @@ def paths(spec, wrt: str | None = None, *, file: str | None = None, args=None, i
     *all*: :class:`~cgtool.graph.model_paths.AllParameters`, one row per parameter (reached or not, and why).
     *by_length*: the path-length spectrum, where a path's length is the number of module calls on it at
     *depth* (of modules with parameters), or of the modules whose path matches *count* (``stages.*.*.branch``);
-    *sample* adds Veit et al.'s sampled estimate per length.
+    *sample* adds Veit et al.'s sampled estimate per length. *progress*, if given, is called with the name
+    of each stage as it starts (the CLI shows it on stderr when the analysis takes more than a second).
     """
     from .graph.capture import capture_model
     from .graph.model_paths import all_parameters, length_counter, parameter_paths
 
     if not all and not wrt:
         raise CgError("say which parameter: --wrt NAME (or --all for every parameter)", "--wrt")
+    progress = progress or (lambda stage: None)
+    progress("building the model")
     built = _build(spec, file=file, args=args, inputs=inputs, dtype=dtype, seed=seed, max_memory=max_memory,
                    max_iterations=max_iterations)
     limits = Limits(max_loop_iterations=max_iterations) if max_iterations else None
+    progress("capturing the forward pass")
     cap = capture_model(built, _tensors(built), limits=limits)
+    progress("counting paths" + (" by length" if by_length or count or sample else ""))
     if all:
         names = [n for n, _ in built.module.named_parameters()]
         return all_parameters(cap, names, root=root, loss=loss, level=level)

@@ -58,9 +58,11 @@ def paths_command(
     autograd's gradient; --all for every parameter."""
     from ..api import paths
     from ..render.paths import render_paths
+    from ..render.progress import StageProgress
 
-    result = paths(spec, wrt, args=arg, inputs=input, dtype=dtype, seed=seed, loss=loss.value, root=root,
-                   level=level.value, max_paths=max_paths, all=all_, by_length=by_length, depth=depth, count=count,
-                   sample=sample, max_memory=max_memory,
-                   max_iterations=max_iterations)
+    with StageProgress() as progress:
+        result = paths(spec, wrt, args=arg, inputs=input, dtype=dtype, seed=seed, loss=loss.value, root=root,
+                       level=level.value, max_paths=max_paths, all=all_, by_length=by_length, depth=depth,
+                       count=count, sample=sample, max_memory=max_memory, max_iterations=max_iterations,
+                       progress=progress)
     render_paths(result, json=json)
