@@ -25,7 +25,13 @@ step cgtool params configs/fancy_mlp.yaml
 step cgtool summary configs/fancy_mlp.yaml
 step cgtool run configs/fancy_mlp.yaml --seed 1
 
-# 4. Tied weights counted once (torchinfo 1.8.0 says 840), and a LLaMA-7B-shaped model on meta.
+# 4. Gradient paths of a model: the shared layer has one path per call; a tied weight one per side;
+#    ResNet-110's 2^54 paths counted by how many residual branches they pass through.
+step cgtool paths configs/fancy_mlp.yaml --wrt linear.weight
+step cgtool paths configs/tied_linear.yaml --all
+step cgtool paths configs/resnet110.yaml --wrt stem.conv.weight --by-length --count 'stages.*.*.branch' --max-paths 1
+
+# 5. Tied weights counted once (torchinfo 1.8.0 says 840), and a LLaMA-7B-shaped model on meta.
 step cgtool params configs/tied_linear.yaml
 step cgtool params configs/llama7b.yaml --device meta --json
 step cgtool summary configs/gpt2_small.yaml --depth 1
