@@ -52,10 +52,12 @@ def _paths_text(r: ParameterPaths) -> None:
         console.print(f"  [dim]{r.left_out:,} more not listed (--max-paths N lists more)[/]")
     if r.by_length:
         _spectrum_text(r)
+    if r.checked_by == "listed paths":
+        what = "the listed paths' contributions " + ("add up to" if r.sum_matches_grad else "do not add up to")
+    else:
+        what = "the sum over all paths (linear-time) " + ("equals" if r.sum_matches_grad else "differs from")
     verdict = "[green]✓[/]" if r.sum_matches_grad else "[bold red]✗[/]"
-    what = "the listed paths' contributions" if r.checked_by == "listed paths" else \
-        "the sum over all paths (linear-time)"
-    console.print(f"  {verdict} {what} {'equal' if r.sum_matches_grad else 'differ from'} autograd's gradient")
+    console.print(f"  {verdict} {what} autograd's gradient")
 
 
 def _all_text(a: AllParameters) -> None:
