@@ -188,3 +188,26 @@ def test_by_length_counts_what_the_pattern_names():
     assert [r["count"] for r in by_depth["by_length"]] == [math.comb(6, k) for k in range(7)]
     text = cli("-", "--wrt", "0.0.weight", "--by-length", "--sample", "50", input=RESIDUAL).stdout
     assert "path-length spectrum" in text and "sampled mean |path|" in text and "add up to the gradient" in text
+
+
+TIED_LM = """
+name: TiedLM
+kind: module
+inputs: {tokens: {shape: [2, 5], dtype: long, high: 11}}
+modules:
+  emb: Embedding(11, 4)
+  mix: Linear(4, 4)
+  head: Linear(4, 11, bias=False)
+tie: {head.weight: emb.weight}
+forward: |
+  h = tanh(mix(emb(tokens)))
+  return head(h)
+"""
+
+
+def test_tied_encoder_decoder_pair_gets_one_path_from_each_side():
+    data = json.loads(cli("-", "--wrt", "emb.weight", "--json", input=TIED_LM).stdout)
+    assert data["path_count"] == 2 and data["sum_matches_grad"]
+    ends = sorted(p["nodes"][-2] for p in data["paths"])
+    assert ends == ["emb#1", "head#1"]  # the input lookup and the output head
+    assert data["grad_norm"] == pytest.approx(float(autograd_grad(TIED_LM, "emb.weight").norm()), rel=1e-5)
