@@ -102,9 +102,9 @@ def test_all_flags_unused_layers_and_discarded_branches():
     assert set(rows) == {"a.weight", "a.bias", "b.weight", "b.bias", "c.weight", "c.bias"}
     assert rows["a.weight"]["reached"] and rows["a.weight"]["path_count"] == 1 and rows["a.weight"]["uses"] == 1
     assert not rows["b.weight"]["reached"] and rows["b.weight"]["uses"] == 0
-    assert rows["b.weight"]["why"] == "never used by the forward"
+    assert rows["b.weight"]["why"] == "never used (its module is never called)"
     assert not rows["c.weight"]["reached"] and rows["c.weight"]["uses"] == 1 and rows["c.weight"]["grad_norm"] == 0
-    assert rows["c.weight"]["why"] == "what reads it does not reach the output"
+    assert rows["c.weight"]["why"] == "output unused (what reads it does not reach the output)"
     text = cli("-", "--all", input=UNUSED).stdout
     assert "4 parameters get no gradient" in text and "find_unused_parameters=True" in text
 

@@ -54,7 +54,7 @@ class ParameterRow:
     grad_norm: float
     uses: int  # operations that read it
     reached: bool
-    why: str | None  # for an unreached parameter: "never used" or "its result does not reach the output"
+    why: str | None  # for an unreached parameter: "never used (…)" or "output unused (…)"
 
 
 @dataclass
@@ -223,7 +223,8 @@ def all_parameters(cap: Capture, parameters: list[str], *, root: str | None = No
         grad = _autograd(r.root, node) if node is not None else torch.zeros(())
         why = None
         if not count:
-            why = "never used by the forward" if not used else "what reads it does not reach the output"
+            why = "never used (its module is never called)" if not used else \
+                "output unused (what reads it does not reach the output)"
         rows.append(ParameterRow(name, count, _norm(grad), used, bool(count), why))
     return AllParameters(r.root.label, r.loss, level, rows)
 
