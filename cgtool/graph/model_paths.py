@@ -130,6 +130,18 @@ def _autograd(root: Node, target: Node) -> torch.Tensor:
     return zeros if g is None else g
 
 
+def _gradient_norms(root: Node, targets: list[Node | None]) -> list[float]:
+    """Autograd's gradient norm for every target, from one backward pass (0 where none reaches)."""
+    live = [i for i, t in enumerate(targets) if t is not None and t.value is not None and t.value.requires_grad]
+    norms = [0.0] * len(targets)
+    if root.value is None or not root.value.requires_grad or not live:
+        return norms
+    grads = torch.autograd.grad(root.value, [targets[i].value for i in live], retain_graph=True, allow_unused=True)
+    for i, g in zip(live, grads):
+        norms[i] = 0.0 if g is None else _norm(g)
+    return norms
+
+
 def _close(a, b) -> bool:
     a = torch.as_tensor(a, dtype=torch.float64).reshape(-1)
     b = torch.as_tensor(b, dtype=torch.float64).reshape(-1)
@@ -213,19 +225,19 @@ def all_parameters(cap: Capture, parameters: list[str], *, root: str | None = No
     for e in cap.graph.edges:
         if e.differentiable:
             uses[e.dst] = uses.get(e.dst, 0) + 1
+    norms = _gradient_norms(r.root, [cap.names.get(name) for name in parameters])
     rows = []
-    for name in parameters:
+    for name, grad_norm in zip(parameters, norms):
         node = cap.names.get(name)
         used = uses.get(node.id, 0) if node is not None else 0
         count = 0
         if node is not None and node.id in r.ids:
             count = P.count_paths(r.graph, r.root.id, r.ids[node.id])
-        grad = _autograd(r.root, node) if node is not None else torch.zeros(())
         why = None
         if not count:
             why = "never used (its module is never called)" if not used else \
                 "output unused (what reads it does not reach the output)"
-        rows.append(ParameterRow(name, count, _norm(grad), used, bool(count), why))
+        rows.append(ParameterRow(name, count, grad_norm, used, bool(count), why))
     return AllParameters(r.root.label, r.loss, level, rows)
 
 
