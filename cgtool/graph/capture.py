@@ -62,6 +62,18 @@ class Binding:
 
 
 @dataclass
+class Branch:
+    """One condition of the program (``if``/``while``/``a if c else b``) and what it did in this run."""
+
+    kind: str  # "if", "while", "ifexp"
+    text: str  # the user's text of the condition: "norm(x) > 1"
+    loc: str | None  # file:line:col in the spec or expression
+    runs: int = 0  # times the condition was evaluated
+    held: int = 0  # times it was true (a while loop ran its body this many times)
+    data_dependent: bool = False  # it read a tensor's value: the graph depends on the data
+
+
+@dataclass
 class Capture:
     """What one run recorded, and the Graph read from it."""
 
@@ -72,6 +84,7 @@ class Capture:
     versions: Counter  # name -> how many times it was bound (leaves count once)
     last_assigned: str | None
     returned: object = None  # what the forward returned (tensors are the model's own outputs)
+    branches: list[Branch] = field(default_factory=list)  # the conditions that ran, in program order
 
     def node_of(self, value) -> Node | None:
         if not isinstance(value, torch.Tensor):
@@ -182,6 +195,8 @@ class Recorder:
         self.module_depth = 0
         self.direct: list[tuple[int, SourceMap, Site]] = []  # module calls a program made itself
         self.returned: tuple[SourceMap, Site] | None = None  # the top-level program's return
+        self.branches: dict[tuple, Branch] = {}  # (program, site) -> what the condition did
+        self.reads = 0  # tensors read as numbers since the last condition
 
     # -- what compiled code calls
     def namespace(self, sm: SourceMap) -> dict:
@@ -193,7 +208,30 @@ class Recorder:
             "_cg_attr": lambda site, obj, name: self._run(sm, sm.sites[site], lambda o: getattr(o, name), (obj,), {}),
             "_cg_bind": lambda site, name, value: self.bind(sm.name(name), value),
             "_cg_return": lambda site, value: self.ret(sm, sm.sites[site], value),
+            "_cg_read": self.read,
+            "_cg_branch": lambda site, value: self.branch(sm, site, value),
         }
+
+    def read(self, site, value):
+        if isinstance(value, torch.Tensor):
+            self.reads += 1
+        return value
+
+    def branch(self, sm: SourceMap, site: int, value):
+        key = (id(sm), site)
+        b = self.branches.get(key)
+        if b is None:
+            s = sm.sites[site]
+            b = self.branches[key] = Branch(s.key, sm.label(s), str(sm.loc(s)))
+        b.runs += 1
+        if self.reads or isinstance(value, torch.Tensor):
+            b.data_dependent = True
+        self.reads = 0
+        try:
+            b.held += bool(value)
+        except Exception:  # noqa: BLE001 - Python's own `if` reports it, at the program's line
+            pass
+        return value
 
     def op(self, sm: SourceMap, s: Site, fn, args, kwargs):
         if isinstance(fn, nn.Module):  # the forward hook records the call; remember where it was made
@@ -358,7 +396,9 @@ class _Value:
 
 def read_graph(recorder: Recorder, leaves: dict[str, tuple[torch.Tensor, str]]) -> Capture:
     """The Graph of everything the run recorded. ``leaves`` maps names to (tensor, kind)."""
-    return _Reader(recorder, leaves).read()
+    cap = _Reader(recorder, leaves).read()
+    cap.branches = list(recorder.branches.values())
+    return cap
 
 
 def _start(t: torch.Tensor) -> tuple:
@@ -778,18 +818,38 @@ def capture_model(built, inputs: dict[str, torch.Tensor], *, limits: Limits | No
         leaves[name] = (p, "parameter")
     for name, b in module.named_buffers():
         leaves[name] = (b, "constant")
+    # the spec's own constants (FancyMLP's rand_weight) need no gradient to train, but a path can end at
+    # one: they require grad while the forward runs, and are put back as they were
+    constants = [b for b in _spec_constants(module) if b.is_floating_point() and not b.requires_grad]
     recorder = Recorder(limits=limits, module_names=module_names)
     args = [leaves[n][0] for n in built.input_names]
     was_training = module.training
     module.train(train)
     try:
+        for b in constants:
+            b.requires_grad_(True)
         with _capture_forwards(module, recorder, limits or Limits()), torch.enable_grad():
             out = run_compiled(module, args, recorder, set(built.files))
     finally:
         module.train(was_training)
+        for b in constants:
+            b.requires_grad_(False)
     cap = read_graph(recorder, leaves)
     cap.returned = out
     return cap
+
+
+def _spec_constants(module: nn.Module) -> list[torch.Tensor]:
+    """The buffers that specs declare as ``constants:`` (not those of built-in layers, such as batch norm's
+    running statistics, whose derivatives torch does not define)."""
+    out = []
+    for m in module.modules():
+        spec = getattr(type(m), "cg_spec", None)
+        for name in getattr(spec, "constants", None) or ():
+            b = getattr(m, name, None)
+            if isinstance(b, torch.Tensor):
+                out.append(b)
+    return out
 
 
 class _capture_forwards:

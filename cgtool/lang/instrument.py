@@ -144,6 +144,30 @@ class _Instrument(ast.NodeTransformer):
             node.value = self.call("_cg_return", node.value, "return", "return", [node.value])
         return node
 
+    # -- control flow: which conditions read tensor values, how often they ran
+    def visit_If(self, node):
+        self.generic_visit(node)
+        node.test = self.branch(node.test, "if")
+        return node
+
+    def visit_While(self, node):
+        self.generic_visit(node)
+        node.test = self.branch(node.test, "while")
+        return node
+
+    def visit_IfExp(self, node):
+        self.generic_visit(node)
+        node.test = self.branch(node.test, "ifexp")
+        return node
+
+    def branch(self, test, kind: str):
+        if isinstance(test, ast.Compare) and _internal(test.left):
+            return test  # the lowering's own loop-cap check, not the user's condition
+        for n in ast.walk(test):  # the lowering turned every compared tensor into _cg_scalar(t)
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "_cg_scalar" and n.args:
+                n.args[0] = self.call("_cg_read", n.args[0], "read", "read", [n.args[0]])
+        return self.call("_cg_branch", test, kind, kind, [test])
+
     def visit_ListComp(self, node):
         # comprehension variables name nothing in the graph: only the operations are reported
         self.generic_visit(node)
