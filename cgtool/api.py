@@ -27,7 +27,7 @@ from .build.catalog import LayerType, catalogue
 from .build.inputs import example_inputs
 from .build.memory import parse_bytes
 from .build.model import Built, build_model
-from .errors import CgError
+from .errors import CgError, closest
 from .inspect.params import ParamTable, param_table
 from .inspect.run import RunResult, run_model
 from .inspect.structure import Structure
@@ -173,42 +173,94 @@ def capture(spec, *, file: str | None = None, args=None, inputs=None, dtype=None
 
 
 def paths(spec, wrt: str | None = None, *, file: str | None = None, args=None, inputs=None, dtype=None,
-          seed: int = 0, loss: str = "sum", root: str | None = None, level: str = "module", max_paths: int = 10,
-          all: bool = False, by_length: bool = False, depth: int = 1, count: str | None = None, sample: int = 0,
-          max_memory=None, max_iterations: int | None = None, progress=None):
-    """``cgtool paths``: the gradient paths of a model's parameter (or input) *wrt*, through its autograd graph.
+          seed: int = 0, loss: str = "sum", root: str | None = None, level: str = "module",
+          max_paths: int | None = None, all: bool = False, by_length: bool = False, depth: int | None = None,
+          count: str | None = None, sample: int = 0, max_memory=None, max_iterations: int | None = None,
+          progress=None):
+    """``cgtool paths``: the gradient paths of a model's parameter (or constant, or input) *wrt*, through its
+    autograd graph.
 
     The output is reduced with *loss* (sum, mean, norm) when it is not a scalar; *root* picks another value.
     Returns :class:`~cgtool.graph.model_paths.ParameterPaths`: the exact path count, the top *max_paths*
-    paths by contribution norm, the gradient's norm and whether the contributions add up to it. With
-    *all*: :class:`~cgtool.graph.model_paths.AllParameters`, one row per parameter (reached or not, and why).
-    *by_length*: the path-length spectrum, where a path's length is the number of module calls on it at
-    *depth* (of modules with parameters), or of the modules whose path matches *count* (``stages.*.*.branch``);
-    *sample* adds Veit et al.'s sampled estimate per length. *progress*, if given, is called with the name
-    of each stage as it starts (the CLI shows it on stderr when the analysis takes more than a second).
+    (default 10) paths by contribution norm, the gradient's norm and whether the contributions add up to it.
+    With *all*: :class:`~cgtool.graph.model_paths.AllParameters`, one row per parameter (reached or not, and
+    why). *by_length*: the path-length spectrum, where a path's length is the number of module calls on it at
+    *depth* (default 1; of modules with parameters), or of the modules whose path matches *count*
+    (``stages.*.*.branch``); *sample* adds Veit et al.'s estimate from that many sampled paths of each length
+    (drawn with *seed*). *depth*, *count* and *sample* imply *by_length*. *progress*, if given, is called with
+    the name of each stage and, where known, the fraction done (the CLI shows it on stderr when the
+    analysis takes more than a second).
     """
     from .graph.capture import capture_model
     from .graph.model_paths import all_parameters, length_counter, parameter_paths
 
-    if not all and not wrt:
-        raise CgError("say which parameter: --wrt NAME (or --all for every parameter)", "--wrt")
-    progress = progress or (lambda stage: None)
-    progress("building the model")
-    built = _build(spec, file=file, args=args, inputs=inputs, dtype=dtype, seed=seed, max_memory=max_memory,
-                   max_iterations=max_iterations)
-    limits = Limits(max_loop_iterations=max_iterations) if max_iterations else None
-    progress("capturing the forward pass")
-    cap = capture_model(built, _tensors(built), limits=limits)
-    progress("counting paths" + (" by length" if by_length or count or sample else ""))
     if all:
-        names = [n for n, _ in built.module.named_parameters()]
-        return all_parameters(cap, names, root=root, loss=loss, level=level)
+        clash = [opt for opt, given in (("--wrt", wrt), ("--by-length", by_length), ("--depth", depth is not None),
+                                        ("--count", count), ("--sample", sample),
+                                        ("--max-paths", max_paths is not None)) if given]
+        if clash:
+            raise CgError(f"--all lists every parameter; {', '.join(clash)} is about one parameter's paths",
+                          "--all", hint="use --all alone, or --wrt NAME with " + ", ".join(clash))
+    elif not wrt:
+        raise CgError("say which parameter: --wrt NAME (or --all for every parameter)", "--wrt")
+    if depth is not None and depth < 1:
+        raise CgError(f"--depth must be 1 or more, not {depth}", "--depth")
+    if count is not None and depth is not None:
+        raise CgError("--count and --depth both say what a path's length counts", "--count",
+                      hint="use one: --count PATTERN (modules matching it) or --depth N (modules at depth N)")
+    report = progress or (lambda stage, fraction=None: None)
+    report("building the model")
+    try:
+        built = _build(spec, file=file, args=args, inputs=inputs, dtype=dtype, seed=seed, max_memory=max_memory,
+                       max_iterations=max_iterations)
+    except CgError as e:
+        if e.hint and "--device meta" in e.hint:  # paths needs real values: meta is no way out here
+            e.hint = "paths runs the model on real values: make it smaller with --arg, or raise the cap with " \
+                     "--max-memory / CGTOOL_MAX_MEMORY"
+        raise
+    names = {}  # every name of every parameter, tied ones included -> the name it is captured under
+    seen: dict[int, str] = {}
+    for name, p in built.module.named_parameters(remove_duplicate=False):
+        names[name] = seen.setdefault(id(p), name)
     counted = None
-    if by_length or count or sample:
-        owners = {name for name, m in built.module.named_modules() if name and any(True for _ in m.parameters())}
-        counted = length_counter(depth=depth, pattern=count, with_parameters=owners)
-    return parameter_paths(cap, wrt, root=root, loss=loss, level=level, max_paths=max_paths, counted=counted,
-                           sample=sample)
+    if by_length or count or sample or depth is not None:
+        counted = _length_counter(built, depth, count, length_counter)
+    limits = Limits(max_loop_iterations=max_iterations) if max_iterations else None
+    report("capturing the forward pass")
+    cap = capture_model(built, _tensors(built), limits=limits)
+    report("counting paths")
+    if all:
+        canonical = [n for n, _ in built.module.named_parameters()]
+        tied: dict[str, list[str]] = {}
+        for alias, name in names.items():
+            if alias != name:
+                tied.setdefault(name, []).append(alias)
+        return all_parameters(cap, canonical, root=root, loss=loss, level=level, tied=tied)
+    return parameter_paths(cap, wrt, root=root, loss=loss, level=level,
+                           max_paths=10 if max_paths is None else max_paths, counted=counted, sample=sample,
+                           seed=seed, aliases={a: n for a, n in names.items() if a != n}, progress=report)
+
+
+def _length_counter(built: Built, depth: int | None, pattern: str | None, length_counter):
+    """What adds one to a path's length (see :func:`cgtool.graph.model_paths.length_counter`), after checking
+    that *pattern* matches some module and that some module with parameters sits at *depth*."""
+    modules = [name for name, _ in built.module.named_modules() if name]
+    owners = {name for name, m in built.module.named_modules() if name and any(True for _ in m.parameters())}
+    if pattern is not None:
+        counted = length_counter(pattern=pattern)
+        probe = [name for name in modules if counted.matches(name)]
+        if not probe:
+            near = closest(pattern, modules, n=5) or modules[:6]
+            raise CgError(f"{pattern!r} matches no module of the model", f"--count {pattern}",
+                          hint=f"a pattern is a module path with * for one name (stages.*.*.branch); modules: "
+                          + ", ".join(near) + (" …" if len(modules) > len(near) else ""))
+        return counted
+    depth = depth or 1
+    depths = sorted({name.count(".") + 1 for name in owners})
+    if depth not in depths:
+        raise CgError(f"no module with parameters at depth {depth}", f"--depth {depth}",
+                      hint="depths with such modules: " + (", ".join(map(str, depths)) or "none (no parameters)"))
+    return length_counter(depth=depth, with_parameters=owners)
 
 
 def layers(pattern: str | None = None) -> list[LayerType]:

@@ -187,7 +187,7 @@ def test_by_length_counts_what_the_pattern_names():
     assert [r["count"] for r in by_pattern["by_length"]] == [math.comb(6, k) for k in range(7)]
     assert [r["count"] for r in by_depth["by_length"]] == [math.comb(6, k) for k in range(7)]
     text = cli("-", "--wrt", "0.0.weight", "--by-length", "--sample", "50", input=RESIDUAL).stdout
-    assert "path-length spectrum" in text and "sampled mean |path|" in text and "add up to the gradient" in text
+    assert "path-length spectrum" in text and "mean |path| (sampled)" in text and "add up to the gradient" in text
 
 
 TIED_LM = """

@@ -35,17 +35,20 @@ def paths_command(
                                                 show_default=False)] = None,
     level: Annotated[Level, typer.Option("--level", help="module: module calls and named values; op: every "
                                          "autograd node.")] = Level.module,
-    max_paths: Annotated[int, typer.Option("--max-paths", min=0, help="Paths listed, largest contribution "
-                                           "first.")] = 10,
+    max_paths: Annotated[Optional[int], typer.Option("--max-paths", min=0, help="Paths listed, largest "
+                                                     "contribution first [default: 10].", show_default=False)] = None,
     by_length: Annotated[bool, typer.Option("--by-length", help="The path-length spectrum: per length, the exact "
                                             "number of paths and the sum of their contributions.")] = False,
-    depth: Annotated[int, typer.Option("--depth", min=1, help="--by-length counts module calls at this depth "
-                                       "(modules with parameters).")] = 1,
+    depth: Annotated[Optional[int], typer.Option("--depth", min=1, help="--by-length counts calls of modules "
+                                                 "with parameters at this depth [default: 1]; implies --by-length.",
+                                                 show_default=False)] = None,
     count: Annotated[Optional[str], typer.Option("--count", help="--by-length counts calls of the modules "
-                                                 "matching PATTERN instead (* is one name: stages.*.*.branch).",
+                                                 "matching PATTERN instead (* is one name: stages.*.*.branch); implies "
+                                                 "--by-length.",
                                                  show_default=False)] = None,
     sample: Annotated[int, typer.Option("--sample", min=0, help="Also estimate each length's mean path norm from "
-                                        "N sampled paths (Veit et al. 2016).")] = 0,
+                                        "N sampled paths of that length (Veit et al. 2016; drawn with --seed); "
+                                        "implies --by-length.")] = 0,
     input: InputOpt = None,
     arg: ArgOpt = None,
     dtype: DTypeOpt = None,

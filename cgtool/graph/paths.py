@@ -64,12 +64,15 @@ def _vjp(graph: Graph, edge: Edge, cotangent: torch.Tensor) -> torch.Tensor:
     return g
 
 
-def sum_over_paths(graph: Graph, root: int, target: int, *, absolute: bool = False, counts=None):
+def sum_over_paths(graph: Graph, root: int, target: int, *, absolute: bool = False, counts=None,
+                   gains: dict[int, float] | None = None):
     """The sum over all paths of their products (a float for scalar graphs, else a tensor).
 
     Computed as adjoints accumulated edge by edge from the root down, restricted to
     the nodes on some path to *target*: linear in the graph, however many paths.
     With ``absolute`` (scalar graphs only), the sum of |product|, to detect cancellation.
+    With *gains* (tensor graphs), records for every edge log(|VJP of the adjoint| / |adjoint|):
+    how much the edge passes on of what actually flows through it, a weight for :func:`best_first`.
     """
     counts = counts if counts is not None else path_counts(graph, root, target)
     if not counts[root]:
@@ -92,6 +95,8 @@ def sum_over_paths(graph: Graph, root: int, target: int, *, absolute: bool = Fal
                 g = a * (abs(d) if absolute else d)
             else:
                 g = _vjp(graph, edge, a)
+                if gains is not None:
+                    gains[e] = _log_abs(_tensor_norm(g)) - _log_abs(_tensor_norm(a))
             prev = adj.get(edge.dst)
             adj[edge.dst] = g if prev is None else prev + g
     return adj[target]
@@ -129,12 +134,8 @@ def _plus(a: float, b: float) -> float:
     return -math.inf if a == -math.inf or b == -math.inf else a + b
 
 
-def _tensor_weight(graph: Graph, edge: Edge) -> float:
-    """A magnitude for a tensor edge: the VJP of a unit cotangent, per element."""
-    src = graph.nodes[edge.src]
-    g = _vjp(graph, edge, ones(src) / math.sqrt(max(1, math.prod(src.shape))))
-    n = float(torch.linalg.vector_norm(g.double()))
-    return _log_abs(n)
+def _tensor_norm(x: torch.Tensor) -> float:
+    return float(torch.linalg.vector_norm(x.detach().double()))
 
 
 def best_first(graph: Graph, root: int, target: int, k: int, weight, counts=None) -> list[Path]:
@@ -214,34 +215,95 @@ class Listing:
     paths: list[Path]
     exact_order: bool  # whether the listed paths are truly the largest |contribution|
     contributions: list  # per listed path: float (scalar graphs) or tensor
+    total: object = None  # the sum over all paths, when the search needed the linear-time pass anyway
+
+
+def _common(a: tuple, b: tuple) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def prefix_steps(paths: list[Path]) -> int:
+    """The vector-Jacobian products :func:`contributions` needs: the edges of the trie of the paths."""
+    steps, prev = 0, ()
+    for p in sorted(paths, key=lambda p: p.edges):
+        steps += len(p.edges) - _common(prev, p.edges)
+        prev = p.edges
+    return steps
+
+
+def contributions(graph: Graph, paths: list[Path]) -> list:
+    """Every path's contribution, sharing the work of common prefixes (paths from one root).
+
+    Paths are taken in lexicographic order of their edges with a stack of the cotangents
+    along the previous one: a path costs only the edges after the prefix it shares with
+    the previous one (:func:`prefix_steps` in all), not its whole length.
+    """
+    out: list = [None] * len(paths)
+    order = sorted(range(len(paths)), key=lambda i: paths[i].edges)
+    stack: list = []  # stack[j]: the cotangent after the first j edges of prev
+    prev: tuple = ()
+    for i in order:
+        edges = paths[i].edges
+        if not edges:
+            out[i] = contribution(graph, paths[i])
+            continue
+        if not stack:
+            stack = [ones(graph.nodes[graph.edges[edges[0]].src])]
+        keep = _common(prev, edges)
+        del stack[keep + 1:]
+        for e in edges[keep:]:
+            stack.append(_vjp(graph, graph.edges[e], stack[-1]))
+        out[i] = stack[-1]
+        prev = edges
+    return out
+
+
+# tensor graphs: the work allowed for contributions, in vector-Jacobian products per edge on the paths
+# (with a floor): past it, paths are found by a best-first search instead of compared all together
+STEP_BUDGET = 4
+MIN_STEPS = 2_000
 
 
 def top_paths(graph: Graph, root: int, target: int, k: int, *, counts=None, by_magnitude: bool = True) -> Listing:
-    """Up to *k* paths, largest |contribution| first (or in depth-first order without ``by_magnitude``)."""
+    """Up to *k* paths, largest |contribution| first (or in depth-first order without ``by_magnitude``).
+
+    Scalar graphs: exact, by a best-first search on log |local derivative|. Tensor graphs:
+    every path is computed and compared when there are at most ``EXACT_TENSOR_PATHS`` and
+    their prefix trie fits the step budget (``exact_order``); otherwise the candidates come
+    from a best-first search on per-edge magnitudes and the order is approximate.
+    """
     counts = counts if counts is not None else path_counts(graph, root, target)
     total = counts[root]
     if k <= 0 or not total:
         return Listing([], True, [])
     if not by_magnitude:
         paths = all_paths(graph, root, target, k, counts)
-        return Listing(paths, True, [contribution(graph, p) for p in paths])
+        return Listing(paths, True, contributions(graph, paths))
     if is_scalar(graph, root, target, counts):
         paths = best_first(graph, root, target, k, lambda e: _log_abs(local_derivative(graph, e)), counts)
         # sums of logs and products of factors round differently: order the chosen paths by their products
         # (stable, so paths equal in both keep the search's order; nan first, as in the search)
         listed = sorted(((p, contribution(graph, p)) for p in paths), key=lambda pc: (pc[1] == pc[1], -abs(pc[1])))
         return Listing([p for p, _ in listed], len(paths) == min(k, total), [c for _, c in listed])
-    exact = total <= EXACT_TENSOR_PATHS
-    if exact:
-        candidates = all_paths(graph, root, target, EXACT_TENSOR_PATHS, counts)
-    else:
-        candidates = best_first(graph, root, target, max(4 * k, 64), lambda e: _tensor_weight(graph, e), counts)
+    budget = max(MIN_STEPS, STEP_BUDGET * sum(len(graph.operands[v]) for v in range(target, root + 1) if counts[v]))
+    candidates = all_paths(graph, root, target, EXACT_TENSOR_PATHS, counts) if total <= EXACT_TENSOR_PATHS else None
+    exact = candidates is not None and prefix_steps(candidates) <= budget
+    total_sum = None
+    if not exact:  # weights from the linear-time pass: each edge's gain on the adjoint that reaches it
+        gains: dict[int, float] = {}
+        total_sum = sum_over_paths(graph, root, target, counts=counts, gains=gains)
+        candidates = best_first(graph, root, target, max(2 * k, 16), lambda e: gains.get(e.id, -math.inf), counts)
+    values = contributions(graph, candidates)
     scored = []
-    for i, p in enumerate(candidates):
-        c = contribution(graph, p)
+    for i, (p, c) in enumerate(zip(candidates, values)):
         n = float(torch.linalg.vector_norm(c.double())) if isinstance(c, torch.Tensor) else abs(c)
         p.score = _log_abs(n)
         scored.append((-p.score if p.score == p.score else -math.inf, i, p, c))
     scored.sort(key=lambda t: (t[0], t[1]))
     chosen = scored[:k]
-    return Listing([t[2] for t in chosen], exact, [t[3] for t in chosen])
+    return Listing([t[2] for t in chosen], exact or len(candidates) == total, [t[3] for t in chosen], total_sum)

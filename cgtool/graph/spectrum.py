@@ -15,13 +15,14 @@ polynomials packed in one Python int per node (the coefficient of length L in bi
 per edge.
 
 :func:`sample_path_magnitudes` is the estimate of Veit et al. (NeurIPS 2016,
-"Residual networks behave like ensembles of relatively shallow networks"): paths
-drawn uniformly at random, the mean norm of their contributions per length.
+"Residual networks behave like ensembles of relatively shallow networks"): for each
+length, paths of that length drawn uniformly at random, the mean norm of their contributions.
 """
 from __future__ import annotations
 
 import math
 import random
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -120,13 +121,85 @@ def _present(poly: int, bits: int, lo: int, size: int) -> torch.Tensor:
     return torch.tensor([bool((poly >> ((lo + i) * bits)) & mask) for i in range(size)])
 
 
+def _ldexp(u: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """``u * 2**e`` in float64, row by row (*e* holds one int exponent per row of *u*), exact for powers of two;
+    done in two halves so that no factor overflows (results beyond float64's range are inf, or 0)."""
+    e = e.clamp(-4000, 4000).reshape(-1, *([1] * (u.dim() - 1)))
+    half = torch.div(e, 2, rounding_mode="floor")
+    return torch.ldexp(torch.ldexp(u.double(), half), e - half)
+
+
+class _Block:
+    """The tensor cotangents of one node for lengths lo, lo+1, ...: row i is ``U[i] * 2**K[i]``, *U* in the
+    graph's dtype with each row's max |U| in [0.5, 1) (or all zero), *K* int64 exponents.
+
+    A path through a thousand blocks multiplies a thousand factors; per-length sums of C(1000, 500)
+    of them reach 1e46 and more, past float32's 3e38 — scaled this way nothing overflows or
+    underflows, and as the scales are powers of two, scaling rounds nothing. All lengths of a
+    node go through one vector-Jacobian product at once (``torch.func.vmap`` over the edge's VJP).
+    """
+
+    __slots__ = ("lo", "U", "K")
+
+    def __init__(self, lo: int, U: torch.Tensor, K: torch.Tensor):
+        self.lo, self.U, self.K = lo, U, K
+
+    @classmethod
+    def normalized(cls, lo: int, U: torch.Tensor, K: torch.Tensor, dtype: torch.dtype) -> "_Block":
+        m = U.detach().reshape(U.shape[0], -1).abs().amax(dim=1).double() if U[0].numel() else \
+            torch.zeros(U.shape[0], dtype=torch.float64)
+        e = torch.frexp(m).exponent.to(torch.int64)
+        e = torch.where(torch.isfinite(m) & (m > 0), e, torch.zeros_like(e))
+        return cls(lo, _ldexp(U, -e).to(dtype), K + e)
+
+    def __len__(self) -> int:
+        return self.U.shape[0]
+
+    def plus(self, other: "_Block") -> "_Block":
+        a, b = self, other
+        lo = min(a.lo, b.lo)
+        n = max(a.lo + len(a), b.lo + len(b)) - lo
+        floor = -(1 << 62)
+        K = torch.full((n,), floor, dtype=torch.int64)
+        ra, rb = slice(a.lo - lo, a.lo - lo + len(a)), slice(b.lo - lo, b.lo - lo + len(b))
+        K[ra] = torch.maximum(K[ra], a.K)
+        K[rb] = torch.maximum(K[rb], b.K)
+        K = torch.where(K == floor, torch.zeros_like(K), K)  # lengths neither has
+        U = torch.zeros((n, *a.U.shape[1:]), dtype=torch.float64)
+        U[ra] += _ldexp(a.U, a.K - K[ra])
+        U[rb] += _ldexp(b.U, b.K - K[rb])
+        return _Block.normalized(lo, U, K, a.U.dtype)
+
+    def shifted(self) -> "_Block":
+        return _Block(self.lo + 1, self.U, self.K)
+
+    def value(self, length: int) -> torch.Tensor:
+        """The cotangent for *length* as float64 (inf where it leaves float64's range, about 1.8e308)."""
+        i = length - self.lo
+        return _ldexp(self.U[i:i + 1], self.K[i:i + 1])[0]
+
+
+def _batched_vjp(graph: Graph, edge, U: torch.Tensor, unbatchable: set[int]) -> torch.Tensor:
+    """The edge's VJP of every row of *U* at once; row by row where the VJP cannot be vmapped."""
+    if edge.id not in unbatchable and U.shape[0] > 1:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return torch.func.vmap(lambda g: _vjp(graph, edge, g))(U)
+        except Exception:  # noqa: BLE001 - an op without a batching rule: fall back to one row at a time
+            unbatchable.add(edge.id)
+    return torch.stack([_vjp(graph, edge, u) for u in U])
+
+
 def length_spectrum(graph: Graph, root: int, target: int, counted: Callable[[Node], bool], *,
-                    counts=None) -> list[LengthRow]:
+                    counts=None, progress=None) -> list[LengthRow]:
     """Per path length: the exact number of paths root -> target and the sum of their contributions.
 
     Rows for lengths that no path has are left out; rows are sorted by length. The
-    contributions are floats when every value on the paths is a scalar, else tensors
-    shaped like the target; they add up to the gradient, the counts to the number of paths.
+    contributions are floats when every value on the paths is a scalar, else float64
+    tensors shaped like the target (carried scaled by powers of two, so they neither
+    overflow nor underflow in the graph's dtype); they add up to the gradient, the counts
+    to the number of paths. *progress*, if given, is called with the fraction done.
     """
     counts = counts if counts is not None else path_counts(graph, root, target)
     if not counts[root]:
@@ -135,16 +208,21 @@ def length_spectrum(graph: Graph, root: int, target: int, counted: Callable[[Nod
     bits = _width(counts, root)
     scalar = is_scalar(graph, root, target, counts)
     poly: dict[int, int] = {root: 1}
+    top = ones(graph.nodes[root])
     adj: dict[int, object] = {root: _Spread(0, torch.ones(1, dtype=torch.float64)) if scalar
-                              else {0: ones(graph.nodes[root])}}
+                              else _Block(0, top[None], torch.zeros(1, dtype=torch.int64))}
+    unbatchable: set[int] = set()
+    span = max(1, root - target)
     for v in range(root, target, -1):
+        if progress is not None and (root - v) % 64 == 0:
+            progress((root - v) / span)
         a = adj.pop(v, None)
         p = poly.pop(v, None)
         if a is None:
             continue
         if flags[v]:  # v is on every path below: one more counted node
             p <<= bits
-            a = _Spread(a.lo + 1, a.values) if scalar else {L + 1: g for L, g in a.items()}
+            a = _Spread(a.lo + 1, a.values) if scalar else a.shifted()
         for e in graph.operands[v]:
             edge = graph.edges[e]
             d = edge.dst
@@ -160,11 +238,10 @@ def length_spectrum(graph: Graph, root: int, target: int, counted: Callable[[Nod
                 prev = adj.get(d)
                 adj[d] = g if prev is None else prev.plus(g)
             else:
-                into = adj.setdefault(d, {})
-                for L, cot in a.items():
-                    g = _vjp(graph, edge, cot)
-                    prev = into.get(L)
-                    into[L] = g if prev is None else prev + g
+                G = _batched_vjp(graph, edge, a.U, unbatchable)
+                g = _Block.normalized(a.lo, G, a.K, a.U.dtype)
+                prev = adj.get(d)
+                adj[d] = g if prev is None else prev.plus(g)
     found = _unpack(poly[target], bits)
     final = adj[target]
     rows = []
@@ -172,7 +249,7 @@ def length_spectrum(graph: Graph, root: int, target: int, counted: Callable[[Nod
         if scalar:
             value = float(final.values[L - final.lo])
         else:
-            value = final[L]
+            value = final.value(L)
         rows.append(LengthRow(L, c, value))
     return rows
 
@@ -201,23 +278,70 @@ def _magnitude(x) -> float:
     return abs(float(x))
 
 
-def sample_path_magnitudes(graph: Graph, root: int, target: int, counted: Callable[[Node], bool], n: int, *,
-                           seed: int = 0, counts=None) -> dict[int, float]:
-    """{length: mean norm of the contribution} over *n* paths drawn uniformly at random, lengths increasing.
+def _suffix_polys(graph: Graph, root: int, target: int, flags: list[int], counts: list[int], bits: int) -> dict:
+    """For every node v on some path: the packed polynomial of the paths v -> target by length."""
+    polys = {target: 1}
+    for v in range(target + 1, root + 1):
+        if not counts[v]:
+            continue
+        p = 0
+        for e in graph.operands[v]:
+            d = graph.edges[e].dst
+            if counts[d]:
+                p += polys[d]
+        polys[v] = p << bits if flags[v] else p
+    return polys
 
-    Only the lengths some drawn path has appear; with no path, or ``n <= 0``, the result is empty.
+
+def sample_path_of_length(graph: Graph, root: int, target: int, length: int, rng: random.Random, *,
+                          flags: list[int], counts: list[int], polys: dict, bits: int) -> Path:
+    """One path root -> target drawn uniformly among those of *length* (exactly, with the per-length counts)."""
+    mask = (1 << bits) - 1
+    v, r, chosen = root, length, []
+    while v != target:
+        r -= flags[v]
+        options = []
+        for e in graph.operands[v]:
+            d = graph.edges[e].dst
+            if counts[d]:
+                c = (polys[d] >> (r * bits)) & mask if r >= 0 else 0
+                if c:
+                    options.append((e, c))
+        pick = rng.randrange(sum(c for _, c in options))
+        for e, c in options:
+            if pick < c:
+                chosen.append(e)
+                v = graph.edges[e].dst
+                break
+            pick -= c
+    return Path(tuple(chosen))
+
+
+def sample_path_magnitudes(graph: Graph, root: int, target: int, counted: Callable[[Node], bool], n: int, *,
+                           seed: int = 0, counts=None, progress=None) -> dict[int, float]:
+    """{length: mean norm of the contribution of one path of that length}, estimated as Veit et al. did.
+
+    For every length that some path has, *n* paths of exactly that length are drawn
+    uniformly at random (with replacement; reproducible with *seed*), so short and long
+    lengths are sampled alike however rare they are among all paths. With no path, or
+    ``n <= 0``, the result is empty. *progress*, if given, is called with the fraction done.
     """
     counts = counts if counts is not None else path_counts(graph, root, target)
     if n <= 0 or not counts[root]:
         return {}
     flags = _flags(graph, root, target, counted, counts)
+    bits = _width(counts, root)
+    polys = _suffix_polys(graph, root, target, flags, counts, bits)
+    lengths = sorted(_unpack(polys[root], bits))
     rng = random.Random(seed)
-    sums: dict[int, float] = {}
-    seen: dict[int, int] = {}
-    for _ in range(n):
-        path = sample_path(graph, root, target, rng, counts)
-        length = flags[root] + sum(flags[graph.edges[e].dst] for e in path.edges)
-        m = _magnitude(contribution(graph, path))
-        sums[length] = sums.get(length, 0.0) + m
-        seen[length] = seen.get(length, 0) + 1
-    return {L: sums[L] / seen[L] for L in sorted(sums)}
+    out: dict[int, float] = {}
+    for i, L in enumerate(lengths):
+        if progress is not None:
+            progress(i / len(lengths))
+        total = 0.0
+        for _ in range(n):
+            path = sample_path_of_length(graph, root, target, L, rng, flags=flags, counts=counts, polys=polys,
+                                         bits=bits)
+            total += _magnitude(contribution(graph, path))
+        out[L] = total / n
+    return out
