@@ -542,7 +542,11 @@ def _include(path, loc, args, ctx: _Ctx, where) -> Spec:
         with open(full, encoding="utf-8") as f:
             text = f.read()
     except FileNotFoundError:
-        raise CgError(f"{where}: included spec {path!r} not found", loc) from None
+        hint = "includes are relative to the including spec's folder"
+        if not ctx.stack and str(getattr(loc, "file", loc)).startswith("<"):
+            hint = ("a spec read from stdin has no folder: its includes were looked for in the current directory; "
+                    "give the spec's path instead of -")
+        raise CgError(f"{where}: included spec {path!r} not found", loc, hint=hint) from None
     except (OSError, UnicodeDecodeError) as e:
         raise CgError(f"{where}: cannot read included spec {path!r}: {e}", loc) from None
     display = os.path.relpath(full) if not os.path.relpath(full).startswith("..") else full
