@@ -37,7 +37,7 @@ from .inspect.tensorfiles import save_state_dict
 from .lang import DEFAULT_LIMITS, Limits
 from .spec import Spec
 
-__all__ = ["describe", "run", "params", "summary", "grad", "capture", "paths", "layers", "validate", "BuildReport", "ParamsReport",
+__all__ = ["describe", "run", "params", "summary", "grad", "capture", "paths", "graph", "layers", "validate", "BuildReport", "ParamsReport",
            "SummaryReport", "RunResult", "LayerType", "SpecCheck", "Validation", "read_spec", "parse_args"]
 
 
@@ -223,7 +223,7 @@ def paths(spec, wrt: str | None = None, *, file: str | None = None, args=None, i
     for name, p in built.module.named_parameters(remove_duplicate=False):
         names[name] = seen.setdefault(id(p), name)
     counted = None
-    if by_length or count or sample or depth is not None:
+    if by_length or count is not None or sample or depth is not None:
         counted = _length_counter(built, depth, count, length_counter)
     limits = Limits(max_loop_iterations=max_iterations) if max_iterations else None
     report("capturing the forward pass")
@@ -252,7 +252,7 @@ def _length_counter(built: Built, depth: int | None, pattern: str | None, length
         if not probe:
             near = closest(pattern, modules, n=5) or modules[:6]
             raise CgError(f"{pattern!r} matches no module of the model", f"--count {pattern}",
-                          hint=f"a pattern is a module path with * for one name (stages.*.*.branch); modules: "
+                          hint="a pattern is a module path with * for one name (stages.*.*.branch); modules: "
                           + ", ".join(near) + (" …" if len(modules) > len(near) else ""))
         return counted
     depth = depth or 1
@@ -261,6 +261,57 @@ def _length_counter(built: Built, depth: int | None, pattern: str | None, length
         raise CgError(f"no module with parameters at depth {depth}", f"--depth {depth}",
                       hint="depths with such modules: " + (", ".join(map(str, depths)) or "none (no parameters)"))
     return length_counter(depth=depth, with_parameters=owners)
+
+
+def graph(spec_or_expr, *, level: str | None = None, highlight: str | None = None, depth: int | None = None,
+          expand: bool = False, max_nodes: int | None = None, max_paths: int = 10, page: bool = False,
+          at=None, root: str | None = None, args=None, inputs=None, device="cpu", dtype=None, seed: int = 0,
+          loss: str = "sum", max_memory=None, max_iterations: int | None = None):
+    """``cgtool graph``: what a picture of the graph shows (:class:`cgtool.graph.view.GraphView`).
+
+    *spec_or_expr* is a spec when it names an existing file, is ``-`` (stdin), a path object or a
+    :class:`~cgtool.spec.Spec`; otherwise a ``cgtool grad`` expression (leaf values from *at*, as in
+    :func:`grad`). *level*: ``module`` (the default for specs: leaves, module calls, named values, as
+    ``cgtool paths``) or ``op`` (the default for expressions: every operation). *highlight*: the paths
+    from the root to this name, edges labelled with local derivatives. *depth*: fold modules deeper
+    than this into one node; repeated blocks fold into one node ×N unless *expand*; more than
+    *max_nodes* nodes (default 400) is refused. *page*: also every leaf's gradient paths (the HTML page).
+    The renderers in :mod:`cgtool.render` (``graph_text``, ``graph_dot``, ``graph_mermaid``,
+    ``graph_json``, ``graph_html``) draw the result.
+    """
+    from .graph.view import expression_view, spec_view
+
+    if _is_spec(spec_or_expr):
+        limits = Limits(max_loop_iterations=max_iterations) if max_iterations else None
+        built = _build(spec_or_expr, args=args, inputs=inputs, device=device, dtype=dtype, seed=seed,
+                       max_memory=max_memory, max_iterations=max_iterations)
+        from .graph.capture import capture_model
+
+        cap = capture_model(built, _tensors(built), limits=limits)
+        name = getattr(built.spec, "name", None) or type(built.module).__name__
+        where = next(iter(sorted(built.files)), None) if built.files else None
+        title = f"{name} ({where})" if where and not where.startswith("<") else name
+        return spec_view(cap, built, title=title, level=level or "module", depth=depth, expand=expand,
+                         highlight=highlight, max_paths=max_paths, max_nodes=max_nodes, all_paths=page, loss=loss)
+    text, file = spec_or_expr, "<expr>"
+    if inputs or args:
+        raise CgError("--input and --arg are for specs; an expression takes leaf values with --at",
+                      "--input" if inputs else "--arg", hint=f"no file named {spec_or_expr!r} exists")
+    from .graph.expression import parse_assignments, parse_value
+
+    if isinstance(at, Mapping):
+        values = {str(k): parse_value(v, f"--at {k}") if isinstance(v, str) else v for k, v in at.items()}
+    else:
+        values = parse_assignments([at] if isinstance(at, str) else at)
+    limits = DEFAULT_LIMITS if max_iterations is None else Limits(max_loop_iterations=max_iterations)
+    return expression_view(text, values, level=level or "op", highlight=highlight, root=root,
+                           max_paths=max_paths, max_nodes=max_nodes, all_paths=page, file=file, limits=limits)
+
+
+def _is_spec(x) -> bool:
+    if isinstance(x, (Spec, os.PathLike)):
+        return True
+    return isinstance(x, str) and (x == "-" or os.path.isfile(x))
 
 
 def layers(pattern: str | None = None) -> list[LayerType]:

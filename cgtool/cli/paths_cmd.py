@@ -36,7 +36,9 @@ def paths_command(
     level: Annotated[Level, typer.Option("--level", help="module: module calls and named values; op: every "
                                          "autograd node.")] = Level.module,
     max_paths: Annotated[Optional[int], typer.Option("--max-paths", min=0, help="Paths listed, largest "
-                                                     "contribution first [default: 10].", show_default=False)] = None,
+                                                     "contribution first [default: 10]: exactly among up to 512 paths, "
+                                                     "else found by a best-first search (said in the output).",
+                                                     show_default=False)] = None,
     by_length: Annotated[bool, typer.Option("--by-length", help="The path-length spectrum: per length, the exact "
                                             "number of paths and the sum of their contributions.")] = False,
     depth: Annotated[Optional[int], typer.Option("--depth", min=1, help="--by-length counts calls of modules "

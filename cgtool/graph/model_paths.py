@@ -80,6 +80,7 @@ class _Rooted:
     ids: dict[int, int]  # op-level id -> id at the level
     given: bool = False  # the root was named with --root
     op_root: int = -1  # op-level id of the root before any reduction
+    name: str | None = None  # --root NAME as given
 
 
 def rooted(cap: Capture, *, root: str | None, loss: str, level: str, keep_also: set[int] = frozenset()) -> _Rooted:
@@ -108,9 +109,9 @@ def rooted(cap: Capture, *, root: str | None, loss: str, level: str, keep_also: 
     given = root is not None
     if level == "op":
         return _Rooted(cap.graph, node, reduced, {v: v for v in range(len(cap.graph.nodes))}, given,
-                       op_root)
+                       op_root, root)
     graph, ids = contract(cap.graph, lambda n: module_level_node(n) or n.id in keep_also, node.id)
-    return _Rooted(graph, graph.nodes[ids[node.id]], reduced, ids, given, op_root)
+    return _Rooted(graph, graph.nodes[ids[node.id]], reduced, ids, given, op_root, root)
 
 
 def _add_loss(graph: Graph, node: Node, loss: str) -> Node:
@@ -228,16 +229,16 @@ def _uses(cap: Capture) -> tuple[dict[int, int], dict[int, int]]:
 def _why_unreached(name: str, node: Node | None, uses: tuple[dict, dict], r: _Rooted, cap: Capture) -> str:
     """Why no path reaches *name* from the root, in words about the model."""
     grad_uses, data_uses = uses
-    where = f"--root {r.root.label}" if r.given else "the output"
+    where = f"--root {r.name}" if r.given else "the output"
     if node is None or (not grad_uses.get(node.id) and not data_uses.get(node.id)):
         if node is not None and node.kind in ("input", "constant"):
             return "never used (the forward does not read it)"
         return "never used (its module is never called)"
-    if not grad_uses.get(node.id):
-        return "read only without a gradient (by operations with no derivative: //, round, comparisons)"
     readers = [e.src for e in cap.graph.edges if e.dst == node.id]
     if r.given and readers and min(readers) > r.op_root:
         return f"not before {where} (it is used only after {where} is computed)"
+    if node.id in set(cap.graph.reachable(r.op_root)):
+        return f"reaches {where} only through operations with no derivative (//, round, comparisons)"
     return f"output unused (what reads it does not reach {where})"
 
 

@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 
 from .model import Graph, Node, Path
-from .paths import _vjp, contribution, is_scalar, local_derivative, ones, path_counts
+from .paths import _vjp, contributions, is_scalar, local_derivative, ones, path_counts
 
 
 @dataclass
@@ -338,10 +338,7 @@ def sample_path_magnitudes(graph: Graph, root: int, target: int, counted: Callab
     for i, L in enumerate(lengths):
         if progress is not None:
             progress(i / len(lengths))
-        total = 0.0
-        for _ in range(n):
-            path = sample_path_of_length(graph, root, target, L, rng, flags=flags, counts=counts, polys=polys,
-                                         bits=bits)
-            total += _magnitude(contribution(graph, path))
-        out[L] = total / n
+        drawn = [sample_path_of_length(graph, root, target, L, rng, flags=flags, counts=counts, polys=polys,
+                                       bits=bits) for _ in range(n)]
+        out[L] = sum(_magnitude(c) for c in contributions(graph, drawn)) / n  # shared prefixes computed once
     return out

@@ -75,6 +75,7 @@ def _all_text(a: AllParameters) -> None:
     console.print(f"[dim]{_loss_line(a.root, a.loss, a.root_given)}; paths at the {a.level} level[/]")
     table = Table("parameter", "paths", "uses", "grad norm", "reached", box=None, header_style="dim",
                   pad_edge=False, padding=(0, 2, 0, 0))
+    table.columns[0].overflow = "fold"  # a long qualified name wraps rather than loses its end
     for p in a.parameters:
         reached = "yes" if p.reached else f"[yellow]no[/]: {escape(p.why or '')}"
         name = escape(p.name) + (f" [dim](= {escape(', '.join(p.tied))})[/]" if p.tied else "")
