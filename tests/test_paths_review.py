@@ -324,3 +324,41 @@ def test_exact_counts_are_not_cut_at_80_columns():
     text = cli("-", "--wrt", "x", "--by-length", "--max-paths", "0", input=chain(300)).stdout
     row = text.split("\n150 ", 1)[1]
     assert "…" not in text and "93,759,702,772" in row and "861,424" in row  # C(300, 150), folded, not cut
+
+
+# --------------------------------------------------------------------------- the progress bar
+
+
+def test_progress_bar_shows_stage_and_fraction_on_a_terminal(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import cgtool.render.progress as progress_module
+
+    buf = io.StringIO()
+    monkeypatch.setattr(progress_module, "err", lambda: Console(file=buf, force_terminal=True, width=80,
+                                                                color_system=None))
+    with progress_module.StageProgress(delay_s=0.0) as progress:
+        progress("capturing the forward pass")
+        progress("the path-length spectrum", 0.5)
+        progress.progress.refresh()
+    text = buf.getvalue()
+    assert "the path-length spectrum" in text and "50%" in text
+
+
+def test_no_progress_bar_off_a_terminal_or_under_a_second(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import cgtool.render.progress as progress_module
+
+    buf = io.StringIO()
+    monkeypatch.setattr(progress_module, "err", lambda: Console(file=buf, force_terminal=False, width=80))
+    with progress_module.StageProgress(delay_s=0.0) as progress:
+        progress("the path-length spectrum", 0.5)
+    monkeypatch.setattr(progress_module, "err", lambda: Console(file=buf, force_terminal=True, width=80))
+    with progress_module.StageProgress(delay_s=60.0) as progress:
+        progress("the path-length spectrum", 0.5)
+    assert buf.getvalue() == ""
