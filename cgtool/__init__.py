@@ -25,11 +25,11 @@ _LAZY = {
     "load_spec": "cgtool.spec",
     "describe": "cgtool.api", "run": "cgtool.api", "params": "cgtool.api", "summary": "cgtool.api",
     "grad": "cgtool.api", "capture": "cgtool.api", "paths": "cgtool.api", "layers": "cgtool.api",
-    "validate": "cgtool.api",
+    "validate": "cgtool.api", "graph": "cgtool.api",
 }
 
 __all__ = ["build", "build_model", "Built", "load_spec", "CgError", "describe", "run", "params", "summary", "grad",
-           "capture", "paths", "layers", "validate"]
+           "capture", "paths", "graph", "layers", "validate"]
 
 
 def __getattr__(name: str):
@@ -46,12 +46,12 @@ def __dir__():
 
 
 class _Package(types.ModuleType):
-    """``cgtool.build`` is the function, as it always was, though a subpackage has the same name:
-    the import system's binding of the subpackage (when ``cgtool.build.*`` is first imported) is
+    """``cgtool.build`` and ``cgtool.graph`` are the functions, though subpackages have the same names:
+    the import system's binding of a subpackage (when ``cgtool.build.*`` is first imported) is
     dropped; the subpackage stays in ``sys.modules`` for ``from cgtool.build... import``."""
 
     def __setattr__(self, name, value):
-        if name == "build" and isinstance(value, types.ModuleType):
+        if name in ("build", "graph") and isinstance(value, types.ModuleType):
             return
         super().__setattr__(name, value)
 

@@ -1,0 +1,117 @@
+"""`cgtool graph SPEC_OR_EXPR`: pictures of a computational graph, as text, DOT, Mermaid, JSON, SVG/PNG or a page."""
+from __future__ import annotations
+
+import enum
+import os
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from . import app
+from .common import ArgOpt, DTypeOpt, InputOpt, JsonOpt, MaxIterationsOpt, MaxMemoryOpt, SeedOpt, handle_errors
+from ..errors import CgError
+
+
+class Format(str, enum.Enum):
+    text = "text"
+    dot = "dot"
+    mermaid = "mermaid"
+    json = "json"
+    svg = "svg"
+    png = "png"
+    html = "html"
+
+
+class Level(str, enum.Enum):
+    module = "module"
+    op = "op"
+
+
+class GraphDevice(str, enum.Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+    meta = "meta"
+
+
+SUFFIXES = {".txt": "text", ".dot": "dot", ".gv": "dot", ".mmd": "mermaid", ".mermaid": "mermaid",
+            ".json": "json", ".svg": "svg", ".png": "png", ".html": "html", ".htm": "html"}
+
+
+def format_for(fmt: Optional[Format], output: Optional[str], json: bool) -> str:
+    """The format: --format, else --json, else the output file's suffix, else text."""
+    if fmt is not None:
+        if json and fmt is not Format.json:
+            raise CgError(f"--json and --format {fmt.value} disagree", "--format", hint="give one of them")
+        return fmt.value
+    if json:
+        return "json"
+    if output:
+        suffix = os.path.splitext(output)[1].lower()
+        if suffix not in SUFFIXES:
+            raise CgError(f"cannot tell the format from the suffix {suffix or '(none)'!r}", f"--output {output}",
+                          hint="name the format with --format (text, dot, mermaid, json, svg, png, html), or use a "
+                          "suffix: " + ", ".join(sorted(SUFFIXES)))
+        return SUFFIXES[suffix]
+    return "text"
+
+
+@app.command("graph")
+@handle_errors
+def graph_command(
+    spec_or_expr: Annotated[str, typer.Argument(
+        metavar="SPEC_OR_EXPR", help='A spec file (YAML), - for a spec on stdin, or an expression such as '
+        '"y = (x1 + w) * (x2 + w)".', show_default=False)],
+    format: Annotated[Optional[Format], typer.Option(
+        "--format", "-f", help="text (default), dot, mermaid, json, svg, png (laid out by Graphviz's dot), or html "
+        "(one self-contained interactive page); default: from the --output suffix.", show_default=False)] = None,
+    output: Annotated[Optional[str], typer.Option(
+        "--output", "-o", help="Write to FILE (atomically) instead of stdout.", show_default=False)] = None,
+    level: Annotated[Optional[Level], typer.Option(
+        "--level", help="module: leaves, module calls and named values (as cgtool paths; the default for specs); "
+        "op: every operation (the default for expressions).", show_default=False)] = None,
+    highlight: Annotated[Optional[str], typer.Option(
+        "--highlight", help="Colour every path from the root to NAME and label its edges with their local "
+        "derivatives.", show_default=False)] = None,
+    depth: Annotated[Optional[int], typer.Option(
+        "--depth", min=1, help="Fold modules deeper than N into one node each.", show_default=False)] = None,
+    expand: Annotated[bool, typer.Option(
+        "--expand", help="Draw every copy of a repeated block (repeat: N) instead of one node ×N.")] = False,
+    max_nodes: Annotated[Optional[int], typer.Option(
+        "--max-nodes", min=0, help="Refuse to draw more nodes than this (default 400; 0: no limit).",
+        show_default=False)] = None,
+    max_paths: Annotated[int, typer.Option("--max-paths", min=0, help="Paths listed for --highlight.")] = 10,
+    at: Annotated[Optional[list[str]], typer.Option(
+        "--at", help="Expressions: a leaf's value, NAME=NUMBER or NAME=JSON list; repeatable (numeric derivatives "
+        "beside the symbolic ones).", show_default=False)] = None,
+    root: Annotated[Optional[str], typer.Option(
+        "--root", help="Expressions: the value the graph ends at (default: the last assigned name).",
+        show_default=False)] = None,
+    input: InputOpt = None,
+    arg: ArgOpt = None,
+    device: Annotated[GraphDevice, typer.Option(
+        "--device", help="Where to build and run the model; meta draws models of any size (no values).")]
+    = GraphDevice.cpu,
+    dtype: DTypeOpt = None,
+    seed: SeedOpt = 0,
+    json: JsonOpt = False,
+    max_memory: MaxMemoryOpt = None,
+    max_iterations: MaxIterationsOpt = None,
+):
+    """Draw the computational graph of a spec's forward pass or of an expression: text, DOT, Mermaid, JSON,
+    SVG/PNG or an interactive HTML page."""
+    fmt = format_for(format, output, json)
+    if fmt == "png" and output is None and sys.stdout.isatty():
+        raise CgError("PNG is binary and stdout is a terminal", "--format png", hint="write it with -o FILE.png")
+    if fmt in ("svg", "png", "html"):
+        from ..render.graph_dot import dot_program
+
+        dot_program()  # a missing renderer is said before the model is built
+    from ..api import graph
+    from ..render.graph_output import render_view
+
+    view = graph(spec_or_expr, level=level.value if level else None, highlight=highlight, depth=depth,
+                 expand=expand, max_nodes=max_nodes, max_paths=max_paths, page=fmt == "html", at=at, root=root,
+                 args=arg, inputs=input, device=device.value, dtype=dtype, seed=seed, max_memory=max_memory,
+                 max_iterations=max_iterations)
+    render_view(view, fmt, output)
