@@ -174,7 +174,7 @@ def test_exact_and_approximate_order_are_reported():
 def test_heuristic_listing_finds_the_largest_path_of_a_small_chain():
     # 2^10 paths (past the exact limit of 512): the best-first search with the linear pass's gains
     # still finds the true largest path, checked against all of them one by one
-    import cgtool.graph.model_paths as MP
+    from cgtool.graph import model_paths as MP
     from cgtool.build.inputs import example_inputs
     from cgtool.graph.capture import capture_model
 

@@ -122,11 +122,17 @@ def _present(poly: int, bits: int, lo: int, size: int) -> torch.Tensor:
 
 
 def _ldexp(u: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-    """``u * 2**e`` in float64, row by row (*e* holds one int exponent per row of *u*), exact for powers of two;
-    done in two halves so that no factor overflows (results beyond float64's range are inf, or 0)."""
-    e = e.clamp(-4000, 4000).reshape(-1, *([1] * (u.dim() - 1)))
+    """``u * 2**e`` row by row (*e* holds one int exponent per row of *u*), exact: a multiplication by a
+    power of two. In float32 when every factor fits float32 (|e| <= 120: the common case, and fast), else
+    in float64, as two factors so that neither overflows (results beyond float64's range are inf, or 0)."""
+    e = e.clamp(-4000, 4000)
+    shape = (-1, *([1] * (u.dim() - 1)))
+    if u.dtype != torch.float64 and bool((e.abs() <= 120).all()):
+        factor = torch.ldexp(torch.ones(e.shape[0], dtype=torch.float32), e).reshape(shape)
+        return u.float() * factor
     half = torch.div(e, 2, rounding_mode="floor")
-    return torch.ldexp(torch.ldexp(u.double(), half), e - half)
+    one = torch.ones(e.shape[0], dtype=torch.float64)
+    return u.double() * torch.ldexp(one, half).reshape(shape) * torch.ldexp(one, e - half).reshape(shape)
 
 
 class _Block:
@@ -176,7 +182,7 @@ class _Block:
     def value(self, length: int) -> torch.Tensor:
         """The cotangent for *length* as float64 (inf where it leaves float64's range, about 1.8e308)."""
         i = length - self.lo
-        return _ldexp(self.U[i:i + 1], self.K[i:i + 1])[0]
+        return _ldexp(self.U[i:i + 1].double(), self.K[i:i + 1])[0]
 
 
 def _batched_vjp(graph: Graph, edge, U: torch.Tensor, unbatchable: set[int]) -> torch.Tensor:
