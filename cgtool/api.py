@@ -273,9 +273,9 @@ def graph(spec_or_expr, *, level: str | None = None, highlight: str | None = Non
     :class:`~cgtool.spec.Spec`; otherwise a ``cgtool grad`` expression (leaf values from *at*, as in
     :func:`grad`). *level*: ``module`` (the default for specs: leaves, module calls, named values, as
     ``cgtool paths``) or ``op`` (the default for expressions: every operation). *highlight*: the paths
-    from the root to this name, edges labelled with local derivatives. *depth*: fold modules deeper
-    than this into one node; repeated blocks fold into one node ×N unless *expand*; more than
-    *max_nodes* nodes (default 400) is refused. *page*: also every leaf's gradient paths (the HTML page).
+    from the root to this name, edges labelled with local derivatives. *depth*: a call of a module at this
+    depth (``stem`` is 1) becomes one node, its inside folded; repeated blocks fold into one node ×N unless
+    *expand*; more than *max_nodes* nodes (default 400) is refused. *page*: also every leaf's gradient paths (the HTML page).
     The renderers in :mod:`cgtool.render` (``graph_text``, ``graph_dot``, ``graph_mermaid``,
     ``graph_json``, ``graph_html``) draw the result.
     """

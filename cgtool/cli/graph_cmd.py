@@ -74,7 +74,7 @@ def graph_command(
         "--highlight", help="Colour every path from the root to NAME and label its edges with their local "
         "derivatives.", show_default=False)] = None,
     depth: Annotated[Optional[int], typer.Option(
-        "--depth", min=1, help="Fold modules deeper than N into one node each.", show_default=False)] = None,
+        "--depth", min=1, help="Draw each call of a module at depth N (stem: 1, stem.0: 2) as one node, its inside folded.", show_default=False)] = None,
     expand: Annotated[bool, typer.Option(
         "--expand", help="Draw every copy of a repeated block (repeat: N) instead of one node ×N.")] = False,
     max_nodes: Annotated[Optional[int], typer.Option(

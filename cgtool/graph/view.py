@@ -12,8 +12,10 @@ in a picture is the label in the JSON and in ``cgtool paths``. Building a view:
   nested forward ``h.0/x``, calls of sub-modules, their own parameters when nothing outside
   reads them). Regions are drawn as boxes, and are what folding folds.
 - **repeat**: the copies of a ``repeat: N`` entry (the builder records where each module
-  came from) fold into one node marked ×N, unless ``expand``; **depth**: calls of modules
-  deeper than *depth* fold into their ancestor's call.
+  came from; copies torch made itself, such as ``TransformerEncoder``'s layers, are told by
+  class and parameter shapes) fold into one node marked ×N, unless ``expand``; **depth**: a
+  call of a module at *depth* (``stem`` is 1, ``stem.0`` is 2) that computed more than one
+  value folds, with everything inside it, into one node.
 - **highlight**: every path from the root to a name, with its edges' local derivatives
   (expressions: symbolic, and numeric when the leaves have values), from the paths engine.
 
@@ -253,6 +255,10 @@ def _repeat_runs(built) -> list[list[str]]:
             if len(children) > 1:
                 runs.append([p for p, _ in children])
             continue
+        if isinstance(mod, (torch.nn.ModuleList, torch.nn.Sequential)) and len(children) > 1 and \
+                not any(id(c) in built.origins for _, c in children) and _alike([c for _, c in children]):
+            runs.append([p for p, _ in children])  # copies made inside torch (TransformerEncoder's layers)
+            continue
         run: list[str] = []
         last = None
         for p, child in children + [(None, None)]:
@@ -265,6 +271,15 @@ def _repeat_runs(built) -> list[list[str]]:
                 runs.append(run)
             run, last = ([p] if p is not None else []), key
     return runs
+
+
+def _alike(modules) -> bool:
+    """Copies of one block: the same class, and parameters of the same names and shapes."""
+    def signature(m):
+        return type(m).__name__, [(n, tuple(p.shape)) for n, p in m.named_parameters()]
+
+    first = signature(modules[0])
+    return all(signature(m) == first for m in modules[1:])
 
 
 def _run_label(run: list[str]) -> str:
@@ -343,8 +358,11 @@ class _Builder:
                 self.repeats.append(label)
 
     def _fold_depth(self, depth: int) -> None:
+        computed = lambda r: sum(self.g.nodes[v].kind not in ("parameter", "constant") for v in r.members)  # noqa: E731
         for r in sorted(self.regions, key=lambda r: (_depth(r.module), r.node)):
-            if _depth(r.module) > depth and r.node not in self.rep:
+            # a call at depth N (or below, inside a container that is never called itself) becomes one node;
+            # a call that computed one value (a Linear) is one node already, and its parameters stay in view
+            if _depth(r.module) >= depth and r.node not in self.rep and computed(r) > 1:
                 self._fold(f"call:{r.call}", r.members, r.call, r.module, [r.call])
 
     def build(self, title: str, source: str) -> GraphView:
