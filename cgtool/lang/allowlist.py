@@ -138,6 +138,21 @@ FUNCTIONS: dict[str, object] = {
 
 CONSTANT_NAMES = {"pi": math.pi, "inf": math.inf, "e": math.e}
 
+# PyTorch spellings of the same functions: `torch.flatten(x, 1)`, `F.relu(x)`. A qualified name
+# reaches exactly the allow-listed function of that name, and only where the real namespace has
+# it too (`F.mm` is no PyTorch), so code pasted from a module means what it meant there. The
+# Python helpers are not torch's: `torch.range` counts to its end inclusive, unlike `range`; and
+# `torch.embedding(weight, ids)` takes its arguments the other way round from F.embedding.
+_PYTHON_ONLY = frozenset({"len", "enumerate", "zip", "int", "float", "bool", "range"})
+_TORCH = frozenset(n for n in FUNCTIONS if n not in _PYTHON_ONLY | {"embedding"} and hasattr(torch, n))
+_FUNCTIONAL = frozenset(n for n in FUNCTIONS if n not in _PYTHON_ONLY and hasattr(F, n))
+QUALIFIED: dict[str, frozenset[str]] = {
+    "torch": _TORCH,
+    "F": _FUNCTIONAL,
+    "nn.functional": _FUNCTIONAL,
+    "torch.nn.functional": _FUNCTIONAL,
+}
+
 # Attribute names a program may read (x.shape) or call (x.sum()). No name here
 # reaches the interpreter from any object a program can hold: tensors, modules,
 # numbers, tuples, strings, dtypes.

@@ -4,7 +4,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 from ..errors import CgError, Loc, did_you_mean
-from .allowlist import ATTRIBUTES, CONSTANT_NAMES, EXPRESSIONS, FORBIDDEN, FUNCTIONS, OPERATORS, STATEMENTS
+from .allowlist import ATTRIBUTES, CONSTANT_NAMES, EXPRESSIONS, FORBIDDEN, FUNCTIONS, OPERATORS, QUALIFIED, STATEMENTS
 from .limits import DEFAULT_LIMITS, Limits
 
 
@@ -56,6 +56,7 @@ def parse(
     reserved: dict[str, str] | None = None,
     limits: Limits = DEFAULT_LIMITS,
     functions: dict[str, object] | None = None,
+    self_names: set[str] | None = None,
 ) -> Program:
     """Parse and check *source*.
 
@@ -64,6 +65,9 @@ def parse(
     allowed and collected in ``Program.free`` (the leaves of an expression).
     ``reserved`` maps names that may be read but not rebound to what they name.
     ``functions`` are the names the program may call (default: all of ``FUNCTIONS``).
+    ``self_names`` are the names a forward may also read as ``self.NAME`` (None: no ``self``).
+    ``F.NAME``, ``torch.NAME`` and ``torch.nn.functional.NAME`` reach the allow-listed functions;
+    ``Program.tree`` has them, and ``self.NAME``, resolved to the language's own names.
     """
     if len(source.text) > limits.max_source_chars:
         raise CgError(f"program is {len(source.text):,} characters, over the cap of {limits.max_source_chars:,}",
@@ -71,22 +75,54 @@ def parse(
     try:
         tree = ast.parse(source.text.replace("\t", "    "), filename=source.file, mode="exec")
     except SyntaxError as e:
-        bad = f" in `{e.text.strip()}`" if e.text and e.text.strip() else ""
+        # Quote the program's own line: e.text may have been read from the file named by
+        # source.file, whose line e.lineno is some other line (the YAML around a forward).
+        lines = source.text.splitlines()
+        text = lines[e.lineno - 1] if e.lineno and 0 < e.lineno <= len(lines) else ""
+        bad = f" in `{text.strip()}`" if text.strip() else ""
         raise CgError(f"syntax error: {e.msg}{bad}", source.loc(e.lineno or 1, e.offset),
                       hint="the forward language is a small subset of Python") from None
     except (ValueError, RecursionError, MemoryError) as e:
         raise CgError(f"cannot parse program: {e}", source.loc(1)) from None
-    checker = Checker(source, known, reserved or {}, functions=functions)
+    checker = Checker(source, known, reserved or {}, functions=functions, self_names=self_names)
     checker.check(tree)
+    tree = _Resolve(checker.resolved).visit(tree)
     return Program(tree, source, checker.assigned, checker.free, checker.calls, checker.has_return)
+
+
+def _dotted(node: ast.expr) -> list[str] | None:
+    """``['torch', 'nn', 'functional', 'relu']`` for that chain of plain names; None otherwise."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    parts.append(node.id)
+    return parts[::-1]
+
+
+class _Resolve(ast.NodeTransformer):
+    """Replaces each checked ``self.NAME`` / ``F.NAME`` / ``torch.NAME`` by the name it reads."""
+
+    def __init__(self, resolved: dict[int, str]):
+        self.resolved = resolved
+
+    def visit_Attribute(self, node):
+        name = self.resolved.get(id(node))
+        if name is None:
+            return self.generic_visit(node)
+        return ast.copy_location(ast.Name(name, ast.Load()), node)
 
 
 class Checker(ast.NodeVisitor):
     """Accepts the language and nothing else; raises CgError at the first offence."""
 
     def __init__(self, source: Source, known: set[str] | None, reserved: dict[str, str] | None = None,
-                 functions: dict[str, object] | None = None):
+                 functions: dict[str, object] | None = None, self_names: set[str] | None = None):
         self.source = source
+        self.self_names = self_names
+        self.resolved: dict[int, str] = {}  # id of a self.NAME / F.NAME node -> the name it reads
         self.functions = FUNCTIONS if functions is None else functions
         self.known = known
         self.reserved = reserved or {}
@@ -190,8 +226,10 @@ class Checker(ast.NodeVisitor):
         if node.id.startswith("_"):
             self.fail(node, f"names starting with '_' are reserved: {node.id!r}", hint="rename it")
         if node.id == "self":
-            self.fail(node, "'self' is not available in the forward language",
-                      hint="refer to modules, constants and parameters by their spec names")
+            if self.self_names is None:
+                self.fail(node, "'self' is not available here", hint="refer to values by their names")
+            self.fail(node, "'self' is not available on its own in the forward language",
+                      hint="read the spec's modules, constants and parameters as self.NAME or NAME")
 
     def visit_Name(self, node: ast.Name):
         self.check_name(node)
@@ -231,12 +269,65 @@ class Checker(ast.NodeVisitor):
                 self.fail(kw, "** unpacking is not allowed")
         self.generic_visit(node)
 
+    def defines(self, name: str) -> bool:
+        """Whether the program or the spec gives *name* a value (which then hides ``torch``, ``F``, ...)."""
+        return name in self.assigned or (self.known is not None and name in self.known)
+
     def visit_Attribute(self, node: ast.Attribute):
+        parts = _dotted(node)
+        if parts is not None and parts[0] == "self" and len(parts) == 2 and self.self_names is not None:
+            return self.check_self(node)
+        if parts is not None and parts[0] in _NAMESPACE_ROOTS and not self.defines(parts[0]):
+            return self.check_qualified(node, parts)
         if node.attr.startswith("_") or node.attr not in ATTRIBUTES:
             hint = did_you_mean(node.attr, ATTRIBUTES)
             self.fail(node, f"attribute .{node.attr} is not allowed",
                       hint=hint or "allowed attributes include .shape, .T, .sum(), .view(), .reshape(), .mean()")
         self.visit(node.value)
+
+    def check_self(self, node: ast.Attribute):
+        """``self.linear``: a module, constant, parameter or arg of the spec, as in a PyTorch module."""
+        name = node.attr
+        if name.startswith("_"):
+            self.fail(node, f"names starting with '_' are reserved: self.{name}",
+                      hint="read the spec's modules, constants and parameters as self.NAME or NAME")
+        if name in self.self_names:
+            self.resolved[id(node)] = name
+            return
+        if name == "training":
+            self.fail(node, "self.training is not available in the forward language",
+                      hint="dropout(x, p) already follows the module's train/eval mode")
+        defined = ", ".join(sorted(self.self_names)) or "nothing"
+        hint = did_you_mean(name, self.self_names)
+        if hint is None:
+            hint = (f"declare it in the spec, e.g. under modules: `{name}: MaxPool2d(2, 2)`, then call "
+                    f"self.{name}(x) or {name}(x)")
+        self.fail(node, f"self.{name}: the spec defines no module, constant or parameter {name!r} "
+                  f"(defined: {defined})", hint=hint)
+
+    def check_qualified(self, node: ast.Attribute, parts: list[str]):
+        """``F.relu``, ``torch.flatten``, ``torch.nn.functional.relu``: the allow-listed function of that name."""
+        prefix, name, full = ".".join(parts[:-1]), parts[-1], ".".join(parts)
+        if name.startswith("_"):
+            self.fail(node, f"names starting with '_' are reserved: {full}", hint="call an allow-listed function")
+        reach = QUALIFIED.get(prefix)
+        if reach is not None and name in reach and name in self.functions:
+            # The program's own `linear` (a module, a variable) hides the function `linear`; the
+            # qualified name still means the function, under a name no program can write.
+            self.resolved[id(node)] = f"_cg_fn_{name}" if self.defines(name) else name
+            self.calls.add(name)
+            return
+        if name in self.functions:
+            also = [f"{p}.{name}(...)" for p in ("torch", "F") if name in QUALIFIED[p]]
+            hint = f"write {' or '.join([f'{name}(...)'] + also)}"
+        elif name[:1].isupper() or prefix in ("nn", "torch.nn"):
+            hint = (f"declare the layer in the spec (under modules: `name: {name}(...)`) and call it by its "
+                    "name, self.name(x) or name(x)")
+        else:
+            near = did_you_mean(name, sorted(reach if reach is not None else QUALIFIED["torch"]))
+            hint = near or ("a forward may call the allow-listed functions (relu, mm, flatten, softmax, ...) "
+                            "as NAME(...), F.NAME(...) or torch.NAME(...); see cgtool/lang/allowlist.py")
+        self.fail(node, f"{full} is not allowed in the forward language", hint=hint)
 
     def visit_Constant(self, node: ast.Constant):
         v = node.value
@@ -256,10 +347,15 @@ class Checker(ast.NodeVisitor):
         self.visit(node.elt)
 
 
+_NAMESPACE_ROOTS = frozenset(p.split(".")[0] for p in QUALIFIED)
+
+
 def check_forward(source: Source, known: dict[str, str], *, limits: Limits = DEFAULT_LIMITS) -> Program:
     """Parse a spec forward. ``known`` maps each readable name to what it is ('module', 'input', ...)."""
     reserved = {k: f"a {v}" for k, v in known.items() if v in ("module", "constant", "parameter", "container")}
-    prog = parse(source, set(known), reserved=reserved, limits=limits)
+    # A pasted PyTorch forward reads its modules as self.NAME: the same names.
+    self_names = {k for k, v in known.items() if v in ("module", "constant", "parameter", "container", "arg")}
+    prog = parse(source, set(known), reserved=reserved, limits=limits, self_names=self_names)
     if not prog.has_return:
         raise CgError("forward has no return statement", source.loc(max(1, len(source.text.splitlines()))),
                       hint="end the forward with `return <value>`")

@@ -60,7 +60,7 @@ class _Lower(ast.NodeTransformer):
             elif node.func.id == "norm" and len(node.args) == 1 and not node.keywords:
                 # the common `norm(x)`: straight to the C function, no Python wrapper
                 node.func = ast.copy_location(ast.Name("_cg_vector_norm", ast.Load()), node.func)
-            elif node.func.id == "dropout" and self.training_expr is not None:
+            elif node.func.id in ("dropout", "_cg_fn_dropout") and self.training_expr is not None:
                 for kw in node.keywords:
                     if kw.arg == "training":
                         kw.arg = "training_"
@@ -153,7 +153,7 @@ def compile_forward(
     recorder functions that ``namespace`` must supply (:mod:`cgtool.lang.instrument`).
     """
     src = program.source
-    tree = ast.parse(src.text.replace("\t", "    "))  # a fresh copy to lower, positions kept
+    tree = copy.deepcopy(program.tree)  # a copy to lower: self.NAME and F.NAME resolved, positions kept
     # dropout is told the module's mode; a program without a module (an expression) is never training
     training = ast.parse("self.training", mode="eval").body if with_self else ast.Constant(False)
     shadowed = set(program.assigned) | set(params) | set(namespace) | {line.split(" = ")[0] for line in prelude}
@@ -196,6 +196,8 @@ def _globals(name: str, limits: Limits, namespace: dict, capture: bool) -> dict:
     glb.update(CONSTANT_NAMES)
     glb.update(make_guards(limits))
     glb["dropout"] = _dropout
+    # F.linear where the program's own `linear` (a module) hides the function: see check.check_qualified
+    glb.update({f"_cg_fn_{n}": glb[n] for n in FUNCTIONS})
     if capture:
         glb.update(OPERATORS)
     glb.update(namespace)

@@ -1,0 +1,198 @@
+"""Issue 14, "the first five minutes": each item as the user typed it, end to end through the CLI."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import handwritten as hw
+from cgtool.build.model import build_model
+
+# --------------------------------------------------------------------------- 2. PyTorch spellings
+
+CIFAR_NET = """\
+name: Net
+kind: module
+inputs: {x: [4, 3, 32, 32]}
+modules:
+  conv1: Conv2d(3, 6, 5)
+  pool: MaxPool2d(2, 2)
+  conv2: Conv2d(6, 16, 5)
+  fc1: Linear(16 * 5 * 5, 120)
+  fc2: Linear(120, 84)
+  fc3: Linear(84, 10)
+forward: |
+  x = self.pool(F.relu(self.conv1(x)))
+  x = self.pool(F.relu(self.conv2(x)))
+  x = torch.flatten(x, 1)
+  x = F.relu(self.fc1(x))
+  x = torch.nn.functional.relu(self.fc2(x))
+  x = self.fc3(x)
+  return x
+"""
+
+# The lesson's FancyMLP forward, pasted as written (tests/handwritten.py), `x /= 2` and all.
+FANCY_PASTED = """\
+name: FancyMLP
+kind: module
+inputs: {x: [2, 20]}
+modules:
+  linear: Linear(20, 20)
+constants:
+  rand_weight: {init: rand, shape: [20, 20]}
+forward: |
+  x = self.linear(x)
+  x = F.relu(torch.mm(x, self.rand_weight) + 1)
+  x = self.linear(x)
+  while x.norm().item() > 1:
+      x /= 2
+  if x.norm().item() < 0.8:
+      x *= 10
+  return x.sum()
+"""
+
+
+def test_tutorial_forward_with_self_F_and_torch_builds(cli, spec_file):
+    code, out, err = cli("build", spec_file(CIFAR_NET), "--code")
+    assert code == 0, err
+    assert "x = pool(relu(conv1(x)))" in out  # the generated code reads the spec's names
+    assert "self.pool" not in out and "F.relu" not in out
+
+
+def test_fancy_mlp_pasted_from_the_lesson_equals_the_handwritten_module(spec_file):
+    model = build_model(spec_file(FANCY_PASTED)).module
+    hand = hw.FancyMLP()
+    assert list(model.state_dict()) == list(hand.state_dict())
+    hand.load_state_dict(model.state_dict())
+    for seed in range(3):
+        torch.manual_seed(seed)
+        x = torch.rand(2, 20)
+        torch.testing.assert_close(model(x), hand(x), rtol=0, atol=0)
+    x = torch.rand(2, 20)
+    model(x).backward()
+    hand(x).backward()
+    torch.testing.assert_close(model.linear.weight.grad, hand.linear.weight.grad)
+
+
+def test_nn_functional_spelling_of_the_handwritten_module(spec_file):
+    text = FANCY_PASTED.replace("F.relu(torch.mm(", "nn.functional.relu(torch.mm(")
+    model = build_model(spec_file(text)).module
+    hand = hw.FancyMLP()
+    hand.load_state_dict(model.state_dict())
+    x = torch.rand(2, 20)
+    torch.testing.assert_close(model(x), hand(x), rtol=0, atol=0)
+
+
+def test_a_qualified_function_is_not_hidden_by_a_module_of_the_same_name(cli, spec_file):
+    # `linear` is the spec's module; F.linear is still torch's function
+    text = """\
+name: M
+kind: module
+inputs: {x: [2, 4]}
+modules:
+  linear: Linear(4, 4)
+parameters:
+  w: {init: randn, shape: [3, 4]}
+forward: |
+  y = self.linear(x)
+  return F.linear(y, self.w) + F.dropout(y, 0.5).sum()
+"""
+    model = build_model(spec_file(text)).module.eval()
+    x = torch.rand(2, 4)
+    y = model.linear(x)
+    torch.testing.assert_close(model(x), torch.nn.functional.linear(y, model.w) + y.sum())
+    code, out, err = cli("run", spec_file(text), "--json")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("line,message,hint", [
+    ("y = torch.load('x.pt')", "torch.load is not allowed", None),
+    ("y = F.__dict__", "reserved: F.__dict__", None),
+    ("y = torch.os", "torch.os is not allowed", None),
+    ("y = torch.os.system('ls')", "torch.os.system is not allowed", None),
+    ("y = torch.nn.functional.__builtins__", "reserved", None),
+    ("y = self.__class__", "reserved: self.__class__", None),
+    ("y = self.register_forward_hook", "defines no module, constant or parameter 'register_forward_hook'", None),
+    ("y = self.training", "self.training is not available", "dropout(x, p) already follows"),
+    ("y = self", "'self' is not available on its own", None),
+    ("y = self.linear.__class__", "attribute .__class__ is not allowed", None),
+    ("y = self.linear._parameters", "attribute ._parameters is not allowed", None),
+    ("y = torch.relu.__globals__", "torch.relu.__globals__", None),
+    ("y = F.relu.T", "F.relu.T is not allowed", None),
+    ("y = torch.nn.Linear(4, 4)(x)", "torch.nn.Linear is not allowed", "declare the layer in the spec"),
+    ("y = nn.ReLU()(x)", "nn.ReLU is not allowed", "declare the layer in the spec"),
+    ("y = torch.range(0, 3)", "torch.range is not allowed", "write range(...)"),
+    ("y = F.mm(x, x)", "F.mm is not allowed", "write mm(...) or torch.mm(...)"),
+    ("y = torch.embedding(x, x)", "torch.embedding is not allowed", "F.embedding(...)"),
+    ("y = torch.nn", "torch.nn is not allowed", None),
+    ("y = torch", "unknown name 'torch'", None),
+    ("y = getattr(torch, 'load')", "unknown name 'getattr'", None),
+    ("y = torch.linalg.norm(x)", "torch.linalg.norm is not allowed", "write norm(...)"),
+])
+def test_the_sandbox_is_unchanged(cli, spec_file, line, message, hint):
+    text = f"""\
+name: M
+kind: module
+inputs: {{x: [2, 4]}}
+modules:
+  linear: Linear(4, 4)
+forward: |
+  {line}
+  return x
+"""
+    code, out, err = cli("build", spec_file(text))
+    assert code == 1, (out, err)
+    assert "Traceback" not in err and message in err, err
+    if hint:
+        assert hint in err
+    assert "spec.yaml:7:" in err
+
+
+def test_self_unknown_name_says_what_to_write(cli, spec_file):
+    text = CIFAR_NET.replace("  pool: MaxPool2d(2, 2)\n", "")
+    code, _, err = cli("build", spec_file(text))
+    assert code == 1
+    assert "self.pool: the spec defines no module, constant or parameter 'pool'" in err
+    assert "bool" not in err
+    assert "under modules: `pool:" in err
+
+
+def test_a_user_variable_named_torch_is_a_value_not_the_namespace(cli, spec_file):
+    text = """\
+name: M
+kind: module
+inputs: {x: [2, 4]}
+forward: |
+  torch = x
+  return torch.load
+"""
+    code, _, err = cli("build", spec_file(text))
+    assert code == 1 and "attribute .load is not allowed" in err
+
+
+def test_grad_expressions_take_the_torch_spellings(cli):
+    code, out, err = cli("grad", "y = torch.sin(x) * F.relu(w)", "--at", "x=1", "--at", "w=2", "--wrt", "w", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["gradients"][0]["autograd"] == pytest.approx(torch.sin(torch.tensor(1.0)).item())
+
+
+# --------------------------------------------------------------------------- 4. syntax errors quote the forward's line
+
+
+def test_an_unclosed_paren_quotes_the_forward_line_not_the_yaml_line(cli, spec_file):
+    text = """\
+name: MLP
+kind: module
+inputs: {x: [2, 784]}
+modules:
+  l: Linear(784, 10)
+forward: |
+  y = relu(l(x)
+  return y
+"""
+    code, _, err = cli("build", spec_file(text))
+    assert code == 1
+    assert "spec.yaml:7:11: syntax error: '(' was never closed in `y = relu(l(x)`" in err
+    assert "name: MLP" not in err
