@@ -84,7 +84,8 @@
   // Graphviz's own tooltips (<title>) would double the hover box
   Array.prototype.forEach.call(svg.querySelectorAll("title"), function (t) { t.parentNode.removeChild(t); });
   Array.prototype.forEach.call(svg.querySelectorAll("a"), function (a) {
-    a.removeAttribute("xlink:title"); a.removeAttribute("title");
+    a.removeAttributeNS("http://www.w3.org/1999/xlink", "title");
+    a.removeAttribute("title");
   });
 
   // ---------------------------------------------------------------- highlight: a parameter's gradient paths
