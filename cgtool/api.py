@@ -287,7 +287,13 @@ def graph(spec_or_expr, *, level: str | None = None, highlight: str | None = Non
                        max_memory=max_memory, max_iterations=max_iterations)
         from .graph.capture import capture_model
 
-        cap = capture_model(built, _tensors(built), limits=limits)
+        try:
+            cap = capture_model(built, _tensors(built), limits=limits)
+        except CgError as e:
+            if getattr(device, "value", device) == "meta" and "meta" in e.message:
+                raise CgError(e.message, e.place, hint="this forward reads tensor values (data-dependent control "
+                              "flow), which meta tensors do not have: draw it with --device cpu") from None
+            raise
         name = getattr(built.spec, "name", None) or type(built.module).__name__
         where = next(iter(sorted(built.files)), None) if built.files else None
         title = f"{name} ({where})" if where and not where.startswith("<") else name

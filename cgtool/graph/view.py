@@ -36,6 +36,7 @@ from .model import Graph, Node
 MAX_NODES = 400  # a picture with more nodes is refused (--max-nodes raises it)
 TOP_PATHS = 5  # paths listed per parameter on the page
 PAGE_PATHS_SECONDS = 5.0  # time spent listing paths with contributions for the page, at most
+PAGE_LIST_PATHS = 512  # the page lists a leaf's paths when it has at most this many
 
 
 @dataclass
@@ -481,8 +482,7 @@ def spec_view(cap, built=None, *, title: str = "", level: str = "module", depth:
     if all_paths:
         names += [n.label for n in view.nodes if n.kind in ("parameter", "input", "constant") and n.label not in names]
     if names:
-        found = _model_paths(cap, b, view, names, level, max_paths, loss, budget=None if not all_paths else
-                             PAGE_PATHS_SECONDS)
+        found = _model_paths(cap, b, view, names, level, max_paths, loss, highlight)
         if highlight:
             view.highlight = found[highlight]
             _mark(view, view.highlight)
@@ -492,8 +492,13 @@ def spec_view(cap, built=None, *, title: str = "", level: str = "module", depth:
 
 
 def _model_paths(cap, b: _Builder, view: GraphView, names: list[str], level: str, k: int, loss: str,
-                 budget: float | None) -> dict[str, Highlight]:
-    """The paths engine on the graph `cgtool paths` reads (the output reduced with *loss* when not a scalar)."""
+                 highlight: str | None) -> dict[str, Highlight]:
+    """The paths engine on the graph `cgtool paths` reads (the output reduced with *loss* when not a scalar).
+
+    Every name gets its exact path count and the nodes and edges on its paths. The paths themselves,
+    with contributions, are listed for *highlight* (up to *k*), and for the page's other names (up to
+    TOP_PATHS) when they have at most PAGE_LIST_PATHS paths, within PAGE_PATHS_SECONDS in all: a deep
+    model's paths are `cgtool paths`' to list."""
     from .model_paths import rooted
 
     targets = {name: cap.names[name] for name in names}
@@ -528,17 +533,18 @@ def _model_paths(cap, b: _Builder, view: GraphView, names: list[str], level: str
                             labels[edge.id] = f"∂{rg.nodes[v].label}/∂{rg.nodes[d].label} = " \
                                 f"{P.local_derivative(rg, rg.edges[e]):.6g}"
         paths, grad = [], None
-        within = budget is None or time.monotonic() - started < budget
-        if counts[rroot.id] and k and within:
+        listed = k if name == highlight else TOP_PATHS if counts[rroot.id] <= PAGE_LIST_PATHS and \
+            time.monotonic() - started < PAGE_PATHS_SECONDS else 0
+        if counts[rroot.id] and listed:
             if numeric:
-                listing = P.top_paths(rg, rroot.id, target, k, counts=counts)
+                listing = P.top_paths(rg, rroot.id, target, listed, counts=counts)
                 for p, c in zip(listing.paths, listing.contributions):
                     nrm = _norm(c)
                     paths.append(PathView([rg.nodes[v].label for v in P.path_nodes(rg, p, rroot.id)],
                                           _number_text(c), nrm))
                 paths.sort(key=lambda p: -(p.contribution_norm or 0.0))
             else:
-                for p in P.all_paths(rg, rroot.id, target, k, counts):
+                for p in P.all_paths(rg, rroot.id, target, listed, counts):
                     paths.append(PathView([rg.nodes[v].label for v in P.path_nodes(rg, p, rroot.id)], None, None))
         vids.discard(None)
         out[name] = Highlight(name, rroot.label, counts[rroot.id], sorted(vids, key=_idx), sorted(eids, key=_idx),

@@ -14,7 +14,8 @@ from ..graph.view import GraphView, Highlight
 def highlight_json(h: Highlight | None) -> dict | None:
     if h is None:
         return None
-    return {"name": h.name, "root": h.root, "path_count": h.path_count, "nodes": h.nodes, "edges": h.edges,
+    return {"name": h.name, "root": h.root, "path_count": h.path_count, "path_count_text": f"{h.path_count:,}",
+            "nodes": h.nodes, "edges": h.edges,
             "paths": [asdict(p) for p in h.paths], "symbolic": h.symbolic, "gradient": h.gradient,
             "edge_labels": h.edge_labels}
 

@@ -101,7 +101,7 @@
     h.nodes.concat(h.edges).forEach(function (id) { on[id] = true; });
     all("g.node, g.edge").forEach(function (g) { g.classList.add(on[g.id] ? "cg-hl" : "cg-dim"); });
     document.body.setAttribute("data-highlight", h.name);
-    var html = "<h2>∂" + esc(h.root) + "/∂" + esc(h.name) + ": " + h.path_count.toLocaleString() +
+    var html = "<h2>∂" + esc(h.root) + "/∂" + esc(h.name) + ": " + esc(h.path_count_text) +
       (h.path_count === 1 ? " path" : " paths") + "</h2>";
     if (h.gradient !== null) html += "<div>gradient <span class=num>" + esc(h.gradient) + "</span></div>";
     if (h.symbolic) html += "<div class=sym>= " + esc(h.symbolic) + "</div>";
@@ -114,9 +114,10 @@
         html += "</li>";
       });
       html += "</ol>";
-      if (h.path_count > h.paths.length) html += "<div class=hint>" + (h.path_count - h.paths.length).toLocaleString() + " more not listed</div>";
+      if (h.path_count > h.paths.length) html += "<div class=hint>more not listed</div>";
     } else if (h.path_count) {
-      html += "<div class=hint>paths not listed (cgtool paths lists them)</div>";
+      html += "<div class=hint>too many to list here: <code>cgtool paths SPEC --wrt " + esc(h.name) +
+        "</code> lists the largest</div>";
     } else {
       html += "<div class=hint>no path: the root does not depend on it</div>";
     }
