@@ -196,3 +196,109 @@ forward: |
     assert code == 1
     assert "spec.yaml:7:11: syntax error: '(' was never closed in `y = relu(l(x)`" in err
     assert "name: MLP" not in err
+
+
+# --------------------------------------------------------------------------- 3. recurrent FLOPs, and what is not counted
+
+
+def _unrolled(rnn: torch.nn.RNNBase, x: torch.Tensor):
+    """*rnn* (batch second) written out step by step with F.linear calls: its reference FLOPs."""
+    F = torch.nn.functional
+    layer_in = x
+    for layer in range(rnn.num_layers):
+        outs = []
+        for d in range(2 if rnn.bidirectional else 1):
+            sfx = f"_l{layer}" + ("_reverse" if d else "")
+            w_ih, w_hh = getattr(rnn, "weight_ih" + sfx), getattr(rnn, "weight_hh" + sfx)
+            b_ih = getattr(rnn, "bias_ih" + sfx) if rnn.bias else None
+            b_hh = getattr(rnn, "bias_hh" + sfx) if rnn.bias else None
+            h = x.new_zeros(x.shape[1], rnn.hidden_size)
+            c = h
+            steps = range(x.shape[0] - 1, -1, -1) if d else range(x.shape[0])
+            out = [None] * x.shape[0]
+            for t in steps:
+                gi, gh = F.linear(layer_in[t], w_ih, b_ih), F.linear(h, w_hh, b_hh)
+                if rnn.mode == "LSTM":
+                    i, f, g, o = (gi + gh).chunk(4, 1)
+                    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                    h = torch.sigmoid(o) * torch.tanh(c)
+                elif rnn.mode == "GRU":
+                    (ir, iz, in_), (hr, hz, hn) = gi.chunk(3, 1), gh.chunk(3, 1)
+                    r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
+                    n = torch.tanh(in_ + r * hn)
+                    h = (1 - z) * n + z * h
+                else:
+                    h = torch.tanh(gi + gh)
+                out[t] = h
+            outs.append(torch.stack(out))
+        layer_in = torch.cat(outs, -1)
+    return layer_in
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("kw", [{}, {"bias": False}, {"num_layers": 2, "bidirectional": True}],
+                         ids=["plain", "no-bias", "2-layer-bidirectional"])
+def test_recurrent_flops_equal_an_unrolled_reference(kind, kw):
+    from torch.utils.flop_counter import FlopCounterMode
+    from cgtool.inspect.summary import summarize
+
+    torch.manual_seed(0)
+    rnn = getattr(torch.nn, kind)(6, 5, **kw)
+    x = torch.rand(7, 3, 6)
+    with torch.no_grad():
+        want, _ = rnn(x)
+        with FlopCounterMode(display=False) as counter:
+            got = _unrolled(rnn, x)
+    torch.testing.assert_close(got, want)  # the reference computes what the layer computes
+    s = summarize(rnn, (x,))
+    assert s.total_flops == counter.get_total_flops() > 0
+    assert s.uncounted == ()
+
+
+LSTM_SPEC = """\
+name: LSTMNet
+kind: module
+inputs: {x: [8, 20, 64]}
+modules:
+  lstm: LSTM(64, 128, num_layers=2, batch_first=True)
+  head: Linear(128, 10)
+forward: |
+  out, state = self.lstm(x)
+  return self.head(out[:, -1])
+"""
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+def test_summary_counts_recurrent_layers(cli, spec_file, kind):
+    code, out, err = cli("summary", spec_file(LSTM_SPEC.replace("LSTM(", f"{kind}(")), "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[kind]
+    # per step and row: 2 * (W_ih + W_hh) FLOPs per layer; then the head
+    want = 2 * 8 * 20 * gates * 128 * ((64 + 128) + (128 + 128)) + 2 * 8 * 128 * 10
+    assert data["total_flops"] == want
+    assert data["uncounted"] == []
+    code, out, _ = cli("summary", spec_file(LSTM_SPEC.replace("LSTM(", f"{kind}(")))
+    assert "lower bound" not in out
+
+
+def test_ops_without_a_formula_are_named_and_the_total_is_a_lower_bound(cli, spec_file):
+    text = """\
+name: Dot
+kind: module
+inputs: {x: [4, 8]}
+modules:
+  fc: Linear(8, 8)
+parameters:
+  v: {init: randn, shape: [8]}
+forward: |
+  return fc(x) @ v
+"""
+    code, out, err = cli("summary", spec_file(text), "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["uncounted"] == [{"op": "aten.mv", "calls": 1, "modules": [""]}]
+    assert data["total_flops"] == 2 * 4 * 8 * 8
+    code, out, _ = cli("summary", spec_file(text))
+    assert "Total FLOPs:       512 (512 FLOPs), by torch.utils.flop_counter - a lower bound" in out
+    assert "not counted (no FLOP formula for these ops): aten.mv in (model) (1 call)" in out

@@ -19,10 +19,12 @@ restored afterwards. The forward runs under ``torch.no_grad()``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
+import re
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 from ..errors import CgError
@@ -50,6 +52,16 @@ class LayerRow:
 
 
 @dataclass(frozen=True)
+class Uncounted:
+    """An op that multiplies and adds but that torch's counter has no formula for: total_flops
+    is then a lower bound."""
+
+    op: str  # "aten.mv"
+    calls: int
+    modules: tuple[str, ...]  # rows whose own forward ran it ("" is the model)
+
+
+@dataclass(frozen=True)
 class Summary:
     model_type: str
     layers: list[LayerRow]
@@ -64,6 +76,7 @@ class Summary:
     outside_flops: int = 0  # FLOPs the call ran outside the model's forward (0 for a plain module call)
     not_called: tuple[str, ...] = ()  # submodules holding parameters that the forward never called
     unattributed_params: int = 0  # parameters of modules with no row above them (model never called)
+    uncounted: tuple[Uncounted, ...] = ()  # ops that did work the counter has no formula for
 
 
 def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
@@ -86,6 +99,51 @@ EXTRA_FLOP_FORMULAS = {
     for op in [getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)]
     if op is not None and op not in flop_registry
 }
+
+
+def _rnn_layer_flops(input_shape, w_ih_shape, w_hh_shape, *args, out_shape=None, **kwargs) -> int:
+    """One layer, one direction of a recurrent net, as its unrolled matmuls: at each of the T
+    steps, each of the B rows is multiplied by W_ih and W_hh (2 FLOPs per multiply-add), the
+    same count as the Linear calls it stands for. Gate nonlinearities and sums count 0, as
+    they do everywhere in torch's counter."""
+    rows = input_shape[0] * input_shape[1] if len(input_shape) == 3 else input_shape[0]  # T*B either layout
+    return 2 * rows * (w_ih_shape[0] * w_ih_shape[1] + w_hh_shape[0] * w_hh_shape[1])
+
+
+#: LSTM on the CPU runs each layer as one fused oneDNN op that the counter (2.13) has no formula
+#: for: an LSTM summed to 0 FLOPs while the same GRU (decomposed to addmm) counted in full.
+#: GRU and RNN decompose to addmm/mm on the CPU and are counted by torch's own formulas.
+EXTRA_FLOP_FORMULAS.update({
+    op: _rnn_layer_flops
+    for op in [getattr(torch.ops.aten, "mkldnn_rnn_layer", None)]
+    if op is not None and op not in flop_registry
+})
+
+#: aten ops that multiply and add (matrix products, convolutions, recurrent cells, attention,
+#: transforms). One of these that the counter has no formula for is reported as not counted.
+#: Elementwise ops, reductions and norms (linalg_vector_norm too) are not listed: torch's counter
+#: counts them as 0 by convention, and so does every total it gives.
+_WORK_OP = re.compile(r"^_*(mm|bmm|addmm|addbmm|baddbmm|mv|addmv|dot|vdot|matmul|linear|tensordot|einsum|addr|"
+                      r"bilinear|cdist|.*conv(?!ert).*|.*rnn.*|.*lstm.*|.*gru.*|.*attention.*|fft_.*|linalg_(?!.*norm).*)$")
+
+
+class _UncountedOps(TorchDispatchMode):
+    """Sees every aten op the counter sees, and keeps the working ones it has no formula for,
+    with the module call in progress (the top of the recorder's stack)."""
+
+    def __init__(self, known, recorder: _Recorder):
+        super().__init__()
+        self.known = known
+        self.recorder = recorder
+        self.seen: dict[str, dict[int | None, int]] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        packet = func.overloadpacket
+        if packet not in self.known and _WORK_OP.match(packet.__name__):
+            where = self.recorder.stack[-1].module_id if self.recorder.stack else None
+            calls = self.seen.setdefault(f"aten.{packet.__name__}", {})
+            calls[where] = calls.get(where, 0) + 1
+        return func(*args, **(kwargs or {}))
 
 
 @dataclass
@@ -182,7 +240,16 @@ def summarize(
     names = _names_by_module(module)
     recorder = _Recorder()
     result = _run_hooked(module, inputs, call, recorder)
-    return _tabulate(module, names, recorder.records, recorder.calls, recorder.counter, result, depth)
+    summary = _tabulate(module, names, recorder.records, recorder.calls, recorder.counter, result, depth)
+    return replace(summary, uncounted=_uncounted(recorder.uncounted.seen, names))
+
+
+def _uncounted(seen: dict[str, dict[int | None, int]], names) -> tuple[Uncounted, ...]:
+    return tuple(
+        Uncounted(op, sum(where.values()),
+                  tuple(dict.fromkeys(names[k][0] if k in names else "" for k in where)))
+        for op, where in sorted(seen.items())
+    )
 
 
 def _names_by_module(module: nn.Module) -> dict[int, list[str]]:
@@ -200,6 +267,7 @@ class _Recorder:
         self.calls: list[_Call] = []
         self.stack: list[_Frame] = []  # the calls in progress, outermost first
         self.counter = FlopCounterMode(display=False, custom_mapping=EXTRA_FLOP_FORMULAS)
+        self.uncounted = _UncountedOps(self.counter.flop_registry, self)
 
     def pre_hook(self, mod, args, kwargs):
         key = id(mod)
@@ -243,7 +311,8 @@ def _run_hooked(module: nn.Module, inputs, call: Callable | None, recorder: _Rec
             handles.append(m.register_forward_pre_hook(recorder.pre_hook, with_kwargs=True))
             handles.append(m.register_forward_hook(recorder.post_hook, with_kwargs=True))
         torch.backends.mha.set_fastpath_enabled(False)
-        with torch.no_grad(), recorder.counter:
+        # the counter on top: what reaches the op watcher is what the counter ran, after decomposing
+        with torch.no_grad(), recorder.uncounted, recorder.counter:
             return (call or (lambda x: _default_call(module, x)))(inputs)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)

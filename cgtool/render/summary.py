@@ -46,6 +46,8 @@ def summary_json(s: Summary) -> dict:
         "device": s.device,
         "outside_flops": s.outside_flops,
         "not_called": list(s.not_called),
+        # ops that did work the counter has no formula for: total_flops is then a lower bound
+        "uncounted": [{"op": u.op, "calls": u.calls, "modules": list(u.modules)} for u in s.uncounted],
     }
 
 
@@ -75,7 +77,12 @@ def print_summary(s: Summary, title: str | None = None, console: Console | None 
     console.print()
     console.print(f"Total parameters:  {num(s.total_params)} ({human_count(s.total_params)}); "
                   f"trainable {num(s.trainable_params)}, non-trainable {num(s.non_trainable_params)}")
-    console.print(f"Total FLOPs:       {num(s.total_flops)} ({human_flops(s.total_flops)}), by torch.utils.flop_counter")
+    console.print(f"Total FLOPs:       {num(s.total_flops)} ({human_flops(s.total_flops)}), by torch.utils.flop_counter"
+                  + (" - a lower bound" if s.uncounted else ""))
+    if s.uncounted:
+        missed = ", ".join(f"{u.op} in {', '.join(m or '(model)' for m in u.modules)} "
+                           f"({u.calls} call{'s' if u.calls != 1 else ''})" for u in s.uncounted)
+        console.print(Text(f"  not counted (no FLOP formula for these ops): {missed}"))
     if s.flops_by_op:
         ops = ", ".join(f"{op.removeprefix('aten.')} {human_flops(n, '')}" for op, n in sorted(s.flops_by_op.items()))
         console.print(Text(f"  by op: {ops}"))
