@@ -70,7 +70,7 @@ def to_dot(view: GraphView) -> str:
     rankdir = "LR" if view.source == "expression" else "TB"
     lines = [
         "digraph cgtool {",
-        f"  graph [rankdir={rankdir}, fontname=\"Helvetica\", fontsize=12, nodesep=0.35, ranksep=0.45, "
+        f"  graph [rankdir={rankdir}, fontname=\"Helvetica\", fontsize=12, nodesep=0.35, ranksep=0.45, pad=0.2, "
         f"label={quote(_caption(view))}, labelloc=t, labeljust=l, id=\"graph\"];",
         '  node [fontname="Helvetica", fontsize=11, margin="0.12,0.05", height=0.35];',
         '  edge [fontname="Helvetica", fontsize=10, color="#555555", arrowsize=0.7];',
