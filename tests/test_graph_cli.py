@@ -100,7 +100,7 @@ def test_every_config_renders_in_every_format(views, config, fmt):
 def check_mermaid(text: str, view) -> None:
     lines = text.splitlines()
     assert re.fullmatch(r"flowchart (TB|LR)", lines[0])
-    declared, depth = set(), 0
+    declared, depth, shown = set(), 0, set()
     for line in lines[1:]:
         s = line.strip()
         if s.startswith("subgraph "):
@@ -111,12 +111,18 @@ def check_mermaid(text: str, view) -> None:
         elif m := re.fullmatch(r"(n\d+)(\(\[|\[\[|\[\(|\(|\[)\".*\"(\]\)|\]\]|\)\]|\)|\])", s):
             assert m[1] not in declared
             declared.add(m[1])
+            text = re.search(r'"(.*)"', s)[1].split("<br/>")[0]
+            for entity, char in (("#quot;", '"'), ("#lt;", "<"), ("#gt;", ">"), ("#124;", "|"), ("#amp;", "&"),
+                                 ("#35;", "#")):
+                text = text.replace(entity, char)
+            shown.add(re.sub(r" ×\d+$", "", text))
         elif m := re.fullmatch(r'(n\d+) (-->|-\.->)(\|"[^"]*"\|)? (n\d+)', s):
             assert m[1] in declared and m[4] in declared, s
         else:
             assert s.startswith(("classDef ", "class ", "linkStyle ")), s
     assert depth == 0
     assert declared == {n.id for n in view.nodes}
+    assert shown == {n.label for n in view.nodes}  # the labels, entities decoded
 
 
 # --------------------------------------------------------------------------- the lesson's picture

@@ -14,7 +14,7 @@ SHAPES = {"input": ('(["', '"])'), "parameter": ('[["', '"]]'), "constant": ('[(
 
 def text(s: str) -> str:
     """Mermaid label text: quotes and markup characters as entities."""
-    return (s.replace("&", "#amp;").replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
+    return (s.replace("#", "#35;").replace("&", "#amp;").replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
             .replace("|", "#124;"))
 
 
