@@ -302,3 +302,57 @@ forward: |
     code, out, _ = cli("summary", spec_file(text))
     assert "Total FLOPs:       512 (512 FLOPs), by torch.utils.flop_counter - a lower bound" in out
     assert "not counted (no FLOP formula for these ops): aten.mv in (model) (1 call)" in out
+
+
+# --------------------------------------------------------------------------- 5. errors that point the right way
+
+MLP_ONE = """\
+name: MLP
+kind: sequential
+inputs: {x: [2, 784]}
+layers:
+  - LAYER
+"""
+
+
+def test_extra_positional_arguments_say_how_many_a_layer_takes(cli, spec_file):
+    code, _, err = cli("build", spec_file(MLP_ONE.replace("LAYER", "Linear(784, 256, 10, 5)")))
+    assert code == 1
+    assert "Linear takes at most 3 positional arguments (in_features, out_features, bias), not 4" in err
+    assert "accelerator" not in err and "--device" in err
+
+
+@pytest.mark.parametrize("layer", ["Conv2d(1, 8, 3)", "Conv2d(2, 8, 3)", "Conv2d(784, 8, 3)"])
+def test_a_2d_input_to_conv2d_is_a_number_of_dimensions(cli, spec_file, layer):
+    code, _, err = cli("build", spec_file(MLP_ONE.replace("LAYER", layer)))
+    assert code == 1
+    assert f"{layer} expects [N, C, H, W] or [C, H, W] (4-D or 3-D), but gets a 2-D input of shape [2, 784]" in err
+    assert "agree" not in err
+
+
+def test_a_conv2d_in_a_forward_too(cli, spec_file):
+    text = """\
+name: C
+kind: module
+inputs: {x: [2, 784]}
+modules:
+  conv: Conv2d(3, 8, 3)
+forward: |
+  return self.conv(x)
+"""
+    code, _, err = cli("build", spec_file(text))
+    assert code == 1 and "expects [N, C, H, W] or [C, H, W]" in err and "spec.yaml:7" in err
+
+
+def test_a_float64_npy_input_says_its_dtype_and_offers_dtype_or_a_cast(cli, spec_file, tmp_path):
+    import numpy as np
+
+    np.save(tmp_path / "x64.npy", np.random.default_rng(0).random((2, 784)))
+    spec = spec_file(MLP_ONE.replace("LAYER", "Linear(784, 10)"))
+    code, _, err = cli("run", spec, "-i", f"x={tmp_path / 'x64.npy'}")
+    assert code == 1
+    assert "input x is float64 but the model's parameters are float32" in err
+    assert "--dtype float64" in err and "astype(numpy.float32)" in err
+    assert "shape" not in err.split("hint:")[1]
+    code, out, err = cli("run", spec, "-i", f"x={tmp_path / 'x64.npy'}", "--dtype", "float64", "--json")
+    assert code == 0, err

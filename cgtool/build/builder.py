@@ -123,6 +123,8 @@ class Builder:
                           hint=hint or f"{call.type}({', '.join(_signature_params(sig))})") from None
         except ValueError:
             pass  # no signature available: let the constructor judge
+        else:
+            _check_positional(call, where, sig, len(args))
         try:
             return cls(*args, **kwargs)
         except CgError:
@@ -167,6 +169,22 @@ class Builder:
             if tuple(old.shape) != tuple(param.shape):
                 raise CgError(f"tie: {target} has shape {list(old.shape)} but {source} has {list(param.shape)}", loc)
             setattr(owner, attr, param)
+
+
+def _check_positional(call: Call, where: str, sig: inspect.Signature, given: int) -> None:
+    """torch.nn layers take ``device`` and ``dtype`` last, positionally too: Linear(784, 256, 10, 5)
+    would set device=5 and fail far from the cause. Those two are cgtool's (--device, --dtype),
+    so they end the positional arguments a spec may give."""
+    names = list(sig.parameters)
+    if "device" not in names:
+        return
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    allowed = [n for n in names[:names.index("device")] if sig.parameters[n].kind in positional]
+    if given > len(allowed):
+        many = f"at most {len(allowed)} positional argument{'s' if len(allowed) != 1 else ''}"
+        raise CgError(f"{where}: {call.text}: {call.type} takes {many} ({', '.join(allowed)}), not {given}",
+                      call.loc, hint=f"{call.type}({', '.join(_signature_params(sig))}); device and dtype are "
+                      "set with --device and --dtype")
 
 
 def _resolve_ref(layer: Layer, scope: dict[str, nn.Module]) -> nn.Module:

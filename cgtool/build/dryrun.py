@@ -2,6 +2,7 @@
 """
 from __future__ import annotations
 from dataclasses import dataclass, field
+import re
 import torch
 from torch import nn
 from .. import lang
@@ -80,8 +81,10 @@ _DATA_DEPENDENT = ("cannot be called on meta tensors", "Cannot copy out of meta 
 
 
 def run_forward(module: nn.Module, args: list, *, files: set[str], origins: dict[int, Origin] | None = None,
-                track: bool = True):
+                track: bool = True, names: list[str] | None = None):
     """Call *module* and turn any failure into a CgError at the spec's place.
+
+    *names* are the inputs' names, in the order of *args* (for errors about an input).
 
     Returns (output, records) where records maps module paths to what they saw.
     """
@@ -101,7 +104,38 @@ def run_forward(module: nn.Module, args: list, *, files: set[str], origins: dict
         text = str(e)
         if any(s in text for s in _DATA_DEPENDENT):
             raise DataDependent(loc) from None
-        raise _explain(e, module, tracker, origins, loc) from None
+        raise (_dtype_mismatch(e, module, args, names, tracker, origins, loc)
+               or _explain(e, module, tracker, origins, loc)) from None
+
+
+#: torch's words for two tensors of different dtypes meeting in one op
+_DTYPE_WORDS = re.compile(r"same dtype|scalar type|type \(\w+\) and .* should be the same|dtype.* but got|"
+                          r"expected .* to have the same dtype")
+
+
+def _dtype_mismatch(e, root, args, names, tracker, origins, loc) -> CgError | None:
+    """An input whose floating dtype is not the model's (a float64 .npy file): say so, and how to fix it."""
+    message = first_line(e)
+    if not _DTYPE_WORDS.search(message):
+        return None
+    model = next((t.dtype for t in [*root.parameters(), *root.buffers()] if t.is_floating_point()), None)
+    names = names or [f"input {i}" for i in range(len(args))]
+    odd = [(n, a.dtype) for n, a in zip(names, args)
+           if isinstance(a, torch.Tensor) and a.is_floating_point() and model is not None and a.dtype != model]
+    if not odd:
+        return None
+    name, dtype = odd[0]
+    short = lambda d: str(d).removeprefix("torch.")  # noqa: E731
+    where, place = "the forward", loc
+    if tracker is not None and tracker.stack:
+        failing = tracker.stack[-1][0]
+        origin = origins.get(id(failing))
+        if origin is not None:
+            where, place = f"{origin.where} {origin.text}", place or origin.loc
+    return CgError(f"input {name} is {short(dtype)} but the model's parameters are {short(model)}: {where} failed "
+                   f"({message})", place,
+                   hint=f"run with --dtype {short(dtype)} (the model in {short(dtype)} too), or give the input as "
+                   f"{short(model)} (numpy: x.astype(numpy.{short(model)}); torch: x.to(torch.{short(model)}))")
 
 
 def _explain(e, root, tracker, origins, loc) -> CgError:
@@ -122,6 +156,12 @@ def _explain(e, root, tracker, origins, loc) -> CgError:
     if expect is not None and got is not None and len(got) >= 1:
         dim, expected, noun = expect
         d = dim if dim < 0 else (dim if len(got) > dim + 1 else 0)
+        dims = _dimensions(failing)
+        if dims is not None and len(got) not in dims[0]:
+            counts = " or ".join(f"{n}-D" for n in dims[0])
+            return CgError(f"{label} expects {dims[1]} ({counts}), but gets a {len(got)}-D input of shape {got}",
+                           place, hint=f"the number of dimensions is wrong, not a size: give it {dims[1]} (change "
+                           "the input's shape with --input, or reshape before this layer: x.view(...), x.unsqueeze(1))")
         if len(got) > abs(d) - (1 if d < 0 else 0) and got[d] != expected:
             producer = _producer(parent, index, tracker, origins, d) if parent is not None else None
             if producer == "the input":
@@ -155,6 +195,21 @@ def _expectation(mod):
         return (1, mod.num_features, "features")
     if isinstance(mod, nn.LayerNorm):
         return (-1, mod.normalized_shape[-1], "features")
+    return None
+
+
+_SPATIAL = {1: "L", 2: "H, W", 3: "D, H, W"}
+
+
+def _dimensions(mod) -> tuple[tuple[int, ...], str] | None:
+    """The numbers of dimensions a layer takes, and their names: Conv2d takes [N, C, H, W] or [C, H, W]."""
+    n = {"1d": 1, "2d": 2, "3d": 3}.get(type(mod).__name__[-2:])
+    if n is None:
+        return None
+    if isinstance(mod, (nn.modules.conv._ConvNd, nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd)):
+        return (n + 2, n + 1), f"[N, C, {_SPATIAL[n]}] or [C, {_SPATIAL[n]}]"
+    if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+        return ((2, 3), "[N, C] or [N, C, L]") if n == 1 else ((n + 2,), f"[N, C, {_SPATIAL[n]}]")
     return None
 
 

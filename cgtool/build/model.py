@@ -46,7 +46,7 @@ class Built:
     def forward(self, inputs: dict):
         """Run the model on named inputs; errors come back at the spec's places."""
         args = [inputs[n] for n in self.input_names]
-        out, _ = run_forward(self.module, args, files=self.files, origins=self.origins)
+        out, _ = run_forward(self.module, args, files=self.files, origins=self.origins, names=self.input_names)
         return out
 
     @property
@@ -130,7 +130,7 @@ def dry_run(built: Built, meta_module: nn.Module, meta_builder: Builder) -> Chec
     try:
         with torch.no_grad():
             out, records = run_forward(meta_module, [meta_inputs[n] for n in built.input_names],
-                                       files=meta_builder.files, origins=meta_builder.origins)
+                                       files=meta_builder.files, origins=meta_builder.origins, names=built.input_names)
         return Check("passed", "meta", outputs=output_shapes(out), records=records)
     except DataDependent as dd:
         where = f" ({dd.loc})" if dd.loc else ""
@@ -140,7 +140,7 @@ def dry_run(built: Built, meta_module: nn.Module, meta_builder: Builder) -> Chec
     real = example_inputs(built, device=built.device)
     with torch.no_grad():
         out, records = run_forward(built.module, [real[n] for n in built.input_names], files=built.files,
-                                   origins=built.origins)
+                                   origins=built.origins, names=built.input_names)
     return Check("passed", "real", outputs=output_shapes(out), records=records)
 
 
