@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..build.model import Built
+from ..spec.load import data_dependence
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Structure:
     check: dict
     outputs: list
     code: list[tuple[str, str]]
+    dynamic: list = field(default_factory=list)  # [{"kind", "line", "text"}]: control flow that reads tensor values
 
 
 def _dtype(d: torch.dtype | None) -> str:
@@ -87,7 +89,8 @@ def module_tree(built: Built) -> Structure:
         root=tree.node(module, ""), constants=buffers, parameters=free, total_params=total, trainable_params=trainable,
         buffer_numel=sum(b.numel for b in buffers), bytes=built.param_bytes,
         check={"status": check.status, "how": check.how, "reason": check.reason} if check else {"status": "not run"},
-        outputs=check.outputs if check else [], code=built.code)
+        outputs=check.outputs if check else [], code=built.code,
+        dynamic=[{"kind": d.kind, "line": d.line, "text": d.text} for d in data_dependence(built.spec)])
 
 
 def _paths_by_id(named) -> dict[int, list[str]]:

@@ -91,6 +91,12 @@ def render_structure(s: Structure, *, max_depth: int | None = None, show_code: b
         console.print(f"shape check: [green]passed[/] on {how}   inputs: {ins or '-'}   outputs: {escape(outs)}")
     elif check["status"] == "skipped":
         console.print(f"shape check: [yellow]skipped[/] — {escape(check['reason'] or '')}")
+    if s.dynamic:
+        where = "; ".join(f"{escape(d['line'])} {d['kind']} {escape(d['text'])}" for d in s.dynamic)
+        console.print(f"graph: [yellow]dynamic[/] — control flow reads tensor values ({where}): the graph depends on "
+                      "the data, and a static capture would bake in one branch")
+    else:
+        console.print("graph: static — no condition or loop bound reads a tensor's value")
     if show_code:
         for name, code in s.code:
             console.print(f"\n[bold]# generated forward of {escape(name)}[/]")
@@ -112,6 +118,7 @@ def structure_json(s: Structure, *, show_code: bool = False) -> dict:
         "total_params": s.total_params, "trainable_params": s.trainable_params,
         "non_trainable_params": s.total_params - s.trainable_params,
         "buffers": s.buffer_numel, "bytes": s.bytes, "check": s.check, "outputs": s.outputs,
+        "graph": "dynamic" if s.dynamic else "static", "dynamic": s.dynamic,
     }
     if show_code:
         data["code"] = {name: code for name, code in s.code}

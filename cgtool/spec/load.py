@@ -642,3 +642,26 @@ def _forward_names(spec: Spec) -> dict[str, str]:
     known.update((n, "constant") for n in spec.constants)
     known.update((n, "parameter") for n in spec.parameters)
     return known
+
+
+def data_dependence(spec: Spec) -> list:
+    """The conditions and loop bounds of the spec's forward, and of every nested spec's, that read a tensor's
+    value (:func:`cgtool.lang.dynamic.data_dependent`): where the graph depends on the data."""
+    from ..lang.dynamic import data_dependent
+
+    found, seen = [], set()
+
+    def walk(s: Spec) -> None:
+        if id(s) in seen:
+            return
+        seen.add(id(s))
+        if s.forward is not None:
+            for d in data_dependent(s.forward, _forward_names(s)):
+                if (d.line, d.text) not in {(f.line, f.text) for f in found}:
+                    found.append(d)
+        for _, layer in s.layers:
+            if layer.spec is not None:
+                walk(layer.spec)
+
+    walk(spec)
+    return found
