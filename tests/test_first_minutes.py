@@ -356,3 +356,24 @@ def test_a_float64_npy_input_says_its_dtype_and_offers_dtype_or_a_cast(cli, spec
     assert "shape" not in err.split("hint:")[1]
     code, out, err = cli("run", spec, "-i", f"x={tmp_path / 'x64.npy'}", "--dtype", "float64", "--json")
     assert code == 0, err
+
+
+# --------------------------------------------------------------------------- 6. YAML flow style
+
+
+@pytest.mark.parametrize("modules,call", [("{l: Linear(784, 10)}", "Linear(784, 10)"),
+                                          ("{l: Conv2d(3, 8, 3), m: ReLU()}", "Conv2d(3, 8, 3)")])
+def test_a_call_split_by_yaml_flow_style_says_so(cli, spec_file, modules, call):
+    text = f"""\
+name: MLP
+kind: module
+inputs: {{x: [2, 784]}}
+modules: {modules}
+forward: |
+  return l(x)
+"""
+    code, _, err = cli("build", spec_file(text))
+    assert code == 1
+    assert f"YAML split the call '{call}' at a comma" in err
+    assert f"quote it (l: '{call}'), or write modules in block style" in err
+    assert "was never closed" not in err

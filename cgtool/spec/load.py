@@ -400,6 +400,7 @@ def _layer_entries(raw, section, loc, allow_mapping: bool) -> list[tuple]:
     if isinstance(raw, dict):
         if not allow_mapping:
             raise CgError(f"`{section}` must be a list", loc)
+        _detect_split_mapping(raw, section, loc)
         return [(k, v, _loc_of(raw, k, loc), f"{section}.{k}") for k, v in raw.items()]
     if isinstance(raw, list):
         _detect_split_calls(raw, loc)
@@ -432,6 +433,24 @@ def _detect_split_calls(raw: list, loc):
                 joined = f"{item}, {raw[i + 1]}"
             raise CgError(f"layer {item!r} has unbalanced parentheses: YAML split the call {joined!r} at a comma",
                           where, hint=f"quote it ('{joined}') or write the layers as a block list (- {joined})")
+
+
+def _detect_split_mapping(raw: dict, section: str, loc):
+    """`{l: Linear(784, 10)}` in flow style reads as {'l': 'Linear(784', '10)': None}: YAML split
+    the value at its comma and made the rest keys without values."""
+    items = list(raw.items())
+    for i, (key, value) in enumerate(items):
+        if not isinstance(value, str) or value.count("(") <= value.count(")"):
+            continue
+        joined = value
+        for rest, empty in items[i + 1:]:
+            if empty is not None or joined.count("(") <= joined.count(")"):
+                break
+            joined = f"{joined}, {rest}"
+        raise CgError(f"{section}.{key}: {value!r} has unbalanced parentheses: in flow style ({{...}}) YAML split "
+                      f"the call {joined!r} at a comma", _loc_of(raw, key, loc),
+                      hint=f"quote it ({key}: '{joined}'), or write {section} in block style, one per line "
+                      f"({key}: {joined})")
 
 
 def _layer(entry, where, loc, env, ctx: _Ctx) -> Layer:
