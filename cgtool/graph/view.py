@@ -299,9 +299,7 @@ def _summary(value) -> dict | None:
     t = value.detach()
     if t.numel() == 0:
         return None
-    if not (t.is_floating_point() or t.is_complex()):
-        t = t.double()
-    t = t.double() if not t.is_complex() else t.abs().double()
+    t = (t.abs() if t.is_complex() else t).double()
     if t.numel() == 1:
         return {"value": float(t.reshape(()))}
     return {"min": float(t.min()), "max": float(t.max()), "mean": float(t.mean()),
@@ -397,17 +395,15 @@ class _Builder:
                 continue
             e = seen[(s, t)] = ViewEdge(f"e{len(edges)}", s, t, op, slot, grad)
             edges.append(e)
-        view = GraphView(title, source, self.level, ids[key_of[self.root]], nodes, edges, [], len(self.base.kept)
-                         if self.level == "op" else len(g.reachable(self.root)), False, repeats=list(self.repeats))
+        view = GraphView(title, source, self.level, ids[key_of[self.root]], nodes, edges, [],
+                         len(g.reachable(self.root)), False, repeats=list(self.repeats))
         self._groups(view, ids, key_of)
         self.ids, self.key_of = ids, key_of
         return view
 
     def _node(self, vid: str, n: Node) -> ViewNode:
         info = n.info
-        trainable = True if n.kind == "parameter" else False if n.kind == "constant" else None
-        if n.kind == "input" and n.value is not None and not n.value.requires_grad:
-            trainable = None
+        trainable = {"parameter": True, "constant": False}.get(n.kind)
         return ViewNode(vid, n.label, n.kind, list(n.shape), _dtype(n), n.op,
                         text=info.text if info is not None and info.key != "leaf" else None, loc=_loc(info),
                         names=list(n.names), calls=list(n.calls), trainable=trainable, value=_summary(n.value))
@@ -564,7 +560,6 @@ def _root_node(view: GraphView, b: _Builder, rg: Graph, rroot: Node, back: dict[
     view.nodes.append(ViewNode(vid, rroot.label, "op", [], _dtype(rroot), rroot.op, text=rroot.label,
                                value=_summary(rroot.value)))
     view.edges.append(ViewEdge(f"e{len(view.edges)}", view.root, vid, rroot.op or "", 0, True))
-    b.extra_root = vid
     return vid
 
 
