@@ -377,3 +377,28 @@ forward: |
     assert f"YAML split the call '{call}' at a comma" in err
     assert f"quote it (l: '{call}'), or write modules in block style" in err
     assert "was never closed" not in err
+
+
+# --------------------------------------------------------------------------- 7. inputs count against the memory budget
+
+
+def test_a_huge_input_is_refused_before_it_is_allocated(cli, spec_file):
+    spec = spec_file(MLP_ONE.replace("LAYER", "Linear(784, 10)"))
+    code, _, err = cli("run", spec, "-i", "x=100000000,784")
+    assert code == 1
+    assert "internal error" not in err
+    assert "error: --input x: the inputs need 292.06 GiB (input x [100000000,784]: 292.06 GiB)" in err
+    assert "over the memory cap" in err and "--max-memory" in err
+
+
+def test_inputs_and_parameters_share_the_max_memory_cap(cli, spec_file):
+    spec = spec_file(MLP_ONE.replace("LAYER", "Linear(784, 10)"))
+    code, _, err = cli("run", spec, "-i", "x=3000000,784", "--max-memory", "1GB")
+    assert code == 1 and "the inputs need 8.76 GiB" in err and "over the memory cap of 1.00 GiB" in err
+    code, _, err = cli("build", spec, "-i", "x=3000,784", "--max-memory", "10MB")  # 9.4 MB of input + 31 KiB
+    assert code == 0, err
+    code, _, err = cli("build", spec, "-i", "x=3500,784", "--max-memory", "10MB")
+    assert code == 1 and "the inputs need 10.47 MiB" in err
+    # on meta nothing is allocated: shapes of any size are checked
+    code, out, err = cli("build", spec, "-i", "x=100000000,784", "--device", "meta", "--json")
+    assert code == 0, err

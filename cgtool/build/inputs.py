@@ -95,16 +95,26 @@ def example_inputs(built, *, device=None, seed: int | None = None) -> dict[str, 
         dtype = spec.dtype
         if dtype.is_floating_point and built.dtype is not None:
             dtype = built.dtype
-        if device.type == "meta":
-            out[name] = torch.empty(spec.shape, dtype=dtype, device="meta")
-        elif dtype.is_floating_point:
-            out[name] = torch.randn(spec.shape, generator=gen, dtype=torch.float32).to(dtype).to(device)
-        elif dtype == torch.bool:
-            out[name] = (torch.rand(spec.shape, generator=gen) > 0.5).to(device)
-        else:
-            low = int(spec.low or 0)
-            out[name] = torch.randint(low, int(spec.high), spec.shape, generator=gen, dtype=dtype).to(device)
+        try:
+            out[name] = _example(spec, dtype, device, gen)
+        except RuntimeError as e:  # out of memory: the budget (build_model) counts inputs, but memory moves
+            if "alloc" not in str(e) and not isinstance(e, torch.OutOfMemoryError):
+                raise
+            raise CgError(f"cannot allocate input {name} of shape {list(spec.shape)}: out of memory", f"--input {name}",
+                          hint="use a smaller input, or --device meta to check shapes without allocating") from None
     return out
+
+
+def _example(spec, dtype, device, gen) -> torch.Tensor:
+    """Seeded random values of the declared shape (empty on meta)."""
+    if device.type == "meta":
+        return torch.empty(spec.shape, dtype=dtype, device="meta")
+    if dtype.is_floating_point:
+        return torch.randn(spec.shape, generator=gen, dtype=torch.float32).to(dtype).to(device)
+    if dtype == torch.bool:
+        return (torch.rand(spec.shape, generator=gen) > 0.5).to(device)
+    low = int(spec.low or 0)
+    return torch.randint(low, int(spec.high), spec.shape, generator=gen, dtype=dtype).to(device)
 
 
 def make_inputs(built, overrides: list[str] | None = None, *, seed: int | None = None) -> dict[str, torch.Tensor]:

@@ -52,3 +52,22 @@ def count_tensors(module: nn.Module, dtype: torch.dtype | None = None) -> tuple[
     return params, nbytes
 
 
+
+
+def input_bytes(declared: dict, given: dict, dtype: torch.dtype | None = None) -> dict[str, int]:
+    """Bytes of each input tensor a run allocates: given files as they are, declared shapes in the
+    dtype they will have (a floating input takes the model's --dtype)."""
+    sizes = {}
+    for name, spec in declared.items():
+        if name in given:
+            t = given[name]
+            size = torch.empty((), dtype=dtype).element_size() if dtype is not None and t.is_floating_point() \
+                else t.element_size()
+            sizes[name] = t.numel() * size
+            continue
+        numel = 1
+        for d in spec.shape:
+            numel *= int(d)
+        kind = dtype if dtype is not None and spec.dtype.is_floating_point else spec.dtype
+        sizes[name] = numel * torch.empty((), dtype=kind).element_size()
+    return sizes

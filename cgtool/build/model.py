@@ -10,7 +10,7 @@ from ..spec import Spec, load_spec
 from ..render.units import human_bytes
 from .builder import Builder, Origin
 from .dryrun import DataDependent, run_forward
-from .memory import count_tensors, default_max_bytes
+from .memory import count_tensors, default_max_bytes, input_bytes
 
 
 # --------------------------------------------------------------------------- build
@@ -84,12 +84,8 @@ def build_model(source, *, file: str | None = None, args: dict | None = None, de
         meta_module = meta_builder.module(spec)
     params, nbytes = count_tensors(meta_module, dtype)
     if dev.type != "meta":
-        cap = max_bytes if max_bytes is not None else default_max_bytes()
-        if nbytes > cap:
-            raise CgError(f"the model needs {human_bytes(nbytes)} for {params:,} parameters, over the memory cap "
-                          f"of {human_bytes(cap)}", spec.file,
-                          hint="inspect it with --device meta (nothing is allocated), or raise the cap "
-                          "with --max-memory / CGTOOL_MAX_MEMORY")
+        _check_budget(spec, params, nbytes, input_bytes(declared, given, dtype), declared,
+                      max_bytes if max_bytes is not None else default_max_bytes())
     if dev.type == "meta":
         builder, module = meta_builder, meta_module
     else:
@@ -107,6 +103,23 @@ def build_model(source, *, file: str | None = None, args: dict | None = None, de
     if check:
         built.check = dry_run(built, meta_module, meta_builder)
     return built
+
+
+def _check_budget(spec: Spec, params: int, nbytes: int, inputs: dict[str, int], declared: dict, cap: int) -> None:
+    """Parameters and inputs against the memory cap, before either is allocated."""
+    if nbytes > cap:
+        raise CgError(f"the model needs {human_bytes(nbytes)} for {params:,} parameters, over the memory cap "
+                      f"of {human_bytes(cap)}", spec.file,
+                      hint="inspect it with --device meta (nothing is allocated), or raise the cap "
+                      "with --max-memory / CGTOOL_MAX_MEMORY")
+    if nbytes + sum(inputs.values()) > cap:
+        big = max(inputs, key=inputs.__getitem__)
+        shape = ",".join(str(d) for d in declared[big].shape)
+        raise CgError(f"the inputs need {human_bytes(sum(inputs.values()))} (input {big} [{shape}]: "
+                      f"{human_bytes(inputs[big])}) besides {human_bytes(nbytes)} of parameters, over the memory cap "
+                      f"of {human_bytes(cap)}", f"--input {big}",
+                      hint="use a smaller input (e.g. --input x=2,784), inspect shapes with --device meta (nothing "
+                      "is allocated), or raise the cap with --max-memory / CGTOOL_MAX_MEMORY")
 
 
 def _dtype(dtype):
