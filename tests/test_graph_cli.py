@@ -237,6 +237,11 @@ def test_repeated_blocks_fold_into_one_node_unless_expand(cli):
     blocks = [n for n in folded["nodes"] if n["repeat"]]
     assert [(n["label"], n["repeat"]) for n in blocks] == [("h.0…11", 12)]
     assert blocks[0]["members"] == [f"h.{i}#1" for i in range(12)]
+    label = nodes_by_id(folded)
+    # token ids carry no gradient, and are drawn all the same: a data edge into the embedding
+    assert [(label[e["source"]], e["differentiable"]) for e in folded["edges"] if label[e["target"]] == "wte#1"] \
+        == [("wte.weight", True), ("idx", False)]
+    assert folded["title"] == "GPT2 (" + str(CONFIGS / "gpt2_small.yaml") + ")"
     code, out, err = cli("graph", CONFIGS / "gpt2_small.yaml", "--device", "meta", "--json", "--expand",
                          "--arg", "layers=2")
     assert code == 0, err

@@ -498,7 +498,22 @@ class _Reader:
                     todo.append((ck, child, child_nr, child.variable if leaf else self.tensors.get(ck), False))
         if r is not None and r.module_call is None:
             todo.extend(self.data_inputs(v, r))
+        elif r is not None:
+            todo.extend(self.leaf_arguments(v, r))
         return [e for e in todo if e[0] not in self.values]
+
+    def leaf_arguments(self, v: _Value, r: Record) -> list[tuple]:
+        """Data edges of a module call to the leaves it was given that carry no gradient (token ids, masks
+        given as inputs), so that a picture shows where they go; autograd does not record them."""
+        todo = []
+        for slot, a in enumerate(r.args):
+            for t in _tensors(a):
+                if id(t) in self.leaf_names and not t.requires_grad and t.grad_fn is None:
+                    ak = value_key(t)
+                    if all(ak != k for _, k, _ in v.inputs):
+                        v.inputs.append((slot, ak, False))
+                        todo.append(_start(t))
+        return todo
 
     def data_inputs(self, v: _Value, r: Record) -> list[tuple]:
         """Data edges: what an operation with no derivative read, and the constants and such values an
