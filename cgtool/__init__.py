@@ -24,12 +24,12 @@ _LAZY = {
     "build": "cgtool.build.model", "build_model": "cgtool.build.model", "Built": "cgtool.build.model",
     "load_spec": "cgtool.spec",
     "describe": "cgtool.api", "run": "cgtool.api", "params": "cgtool.api", "summary": "cgtool.api",
-    "grad": "cgtool.api", "capture": "cgtool.api", "paths": "cgtool.api", "layers": "cgtool.api",
+    "grad": "cgtool.api", "capture": "cgtool.api", "paths": "cgtool.api", "compare": "cgtool.api", "layers": "cgtool.api",
     "validate": "cgtool.api", "graph": "cgtool.api",
 }
 
 __all__ = ["build", "build_model", "Built", "load_spec", "CgError", "describe", "run", "params", "summary", "grad",
-           "capture", "paths", "graph", "layers", "validate"]
+           "capture", "paths", "compare", "graph", "layers", "validate"]
 
 
 def __getattr__(name: str):

@@ -357,6 +357,58 @@ def read_spec(path: str) -> tuple[str, str]:
         raise CgError("no such file", path, hint="check the path") from None
     except IsADirectoryError:
         raise CgError("is a directory, not a spec file", path) from None
+def compare(spec, *, file: str | None = None, args=None, inputs=None, scales=None, device="cpu", dtype=None,
+            seed: int = 0, compile: bool = True, min_time: float = 0.2, threads: int | None = None, max_memory=None,
+            max_iterations: int | None = None):
+    """``cgtool compare``: the dynamic graph against the static capture, and eager against compiled speed.
+
+    The dynamic graph is captured once per input case: each of *inputs* (``NAME=SHAPE`` or ``NAME=FILE``,
+    applied one at a time to the default inputs), or else the default input scaled by each of *scales*
+    (default 1, 10, 100). Returns :class:`~cgtool.inspect.compare.Comparison`. *compile*: also time
+    ``torch.compile`` (compilation apart); *min_time*: seconds per latency measurement; *threads*: torch threads
+    for the timings (default 1: small models are timed without thread contention).
+    """
+    import dataclasses
+
+    from .build.inputs import apply_overrides
+    from .inspect.compare import compare as run_compare
+    from .inspect.compare import scaled_cases
+
+    if isinstance(scales, str):
+        scales = _parse_scales(scales)
+    if min_time <= 0:
+        raise CgError(f"--min-time must be positive, not {min_time}", "--min-time")
+    built = _build(spec, file=file, args=args, device=device, dtype=dtype, seed=seed, max_memory=max_memory,
+                   max_iterations=max_iterations)
+    limits = Limits(max_loop_iterations=max_iterations) if max_iterations else None
+    default = _tensors(built)
+    if inputs:
+        if scales:
+            raise CgError("--input and --scales both give the inputs to compare", "--scales",
+                          hint="use one: --input NAME=... repeated, or --scales 1,10,100 of the default input")
+        cases = []
+        for entry in _input_overrides(inputs):
+            declared, given = apply_overrides(built.spec, [entry])
+            one = dataclasses.replace(built, inputs=declared or built.inputs, given={**built.given, **given})
+            cases.append((entry, example_inputs(one)))
+    else:
+        cases = scaled_cases(default, list(scales or (1.0, 10.0, 100.0)))
+    return run_compare(built, default, cases=cases, scales=scales or (1.0, 10.0, 100.0), compile=compile,
+                       min_run_time=min_time, threads=threads or 1, limits=limits)
+
+
+def _parse_scales(text: str) -> list[float]:
+    try:
+        scales = [float(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise CgError(f"--scales takes numbers separated by commas, not {text!r}", "--scales",
+                      hint="e.g. --scales 1,10,100") from None
+    if not scales or any(not (s == s and abs(s) != float("inf")) for s in scales):
+        raise CgError(f"--scales takes finite numbers separated by commas, not {text!r}", "--scales",
+                      hint="e.g. --scales 1,10,100")
+    return scales
+
+
     except UnicodeDecodeError:
         raise CgError("not a UTF-8 text file", path) from None
     except OSError as e:

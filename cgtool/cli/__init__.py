@@ -37,7 +37,7 @@ def _root(
 # Command modules register themselves on import. None of them imports torch at module level
 # (each command imports what it needs when it runs), so --help and --version start fast; a
 # command module that fails to import is an error, never a silently missing command.
-from . import build_cmd, inspect_cmd, grad_cmd, paths_cmd, graph_cmd, catalog_cmd  # noqa: E402,F401,I001 - registration order is --help order
+from . import build_cmd, inspect_cmd, grad_cmd, paths_cmd, graph_cmd, compare_cmd, catalog_cmd  # noqa: E402,F401,I001 - registration order is --help order
 
 
 def main() -> None:
