@@ -322,3 +322,34 @@ def test_graph_help_does_not_import_torch():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60,
                           env={**os.environ, "COLUMNS": "120", "NO_COLOR": "1"})
     assert "--highlight" in proc.stdout and proc.stdout.strip().endswith("False")
+
+
+# --------------------------------------------------------------------------- golden outputs
+
+GOLDEN = ROOT / "tests" / "golden" / "graph"
+GOLDEN_CASES = {
+    "lesson.txt": [LESSON, "--highlight", "w", "--at", "x1=1", "--at", "x2=2", "--at", "w=3"],
+    "lesson.dot": [LESSON, "--highlight", "w", "--format", "dot"],
+    "lesson.mmd": [LESSON, "--highlight", "w", "--format", "mermaid"],
+    "fancy_mlp.txt": ["configs/fancy_mlp.yaml", "--highlight", "linear.weight"],
+    "fancy_mlp.dot": ["configs/fancy_mlp.yaml", "--format", "dot"],
+    "nest_mlp.dot": ["configs/nest_mlp.yaml", "--format", "dot"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_CASES))
+def test_golden_output(name, update_golden, monkeypatch):
+    """What the user sees, exactly (width 100, no colour); `pytest --update-golden` rewrites tests/golden/graph/."""
+    from typer.testing import CliRunner
+
+    from cgtool.cli import app
+
+    monkeypatch.chdir(ROOT)
+    r = CliRunner().invoke(app, ["graph", *GOLDEN_CASES[name]], env={"COLUMNS": "100", "NO_COLOR": "1",
+                                                                       "TERM": "dumb"})
+    assert r.exit_code == 0, r.stderr
+    path = GOLDEN / name
+    if update_golden:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(r.stdout)
+    assert r.stdout == path.read_text(), f"differs from tests/golden/graph/{name} (--update-golden rewrites it)"

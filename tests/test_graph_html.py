@@ -113,7 +113,7 @@ def test_fancy_mlp_page_says_the_graph_depends_on_the_data_and_shows_paths_with_
     tip = page.inner_text("#tip")
     assert "linear.weight" in tip and "shape [20, 20]" in tip and "norm" in tip
     page.click("#" + weight)
-    assert page.inner_text("#panel").count("contribution |c| = ") == 2
+    assert page.inner_text("#panel").count("|contribution| ") == 2
     assert ids_of(page.data, {"linear#1", "linear#2", "linear.weight"}) <= highlighted(page)
     assert not ids_of(page.data, {"rand_weight", "x", "linear.bias"}) & highlighted(page)
 

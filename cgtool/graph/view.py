@@ -601,7 +601,7 @@ def _number_text(x) -> str | None:
     if isinstance(x, (int, float)):
         return f"{x:.6g}"
     n = _norm(x)
-    return None if n is None else f"|c| = {n:.4g}"
+    return None if n is None else f"|contribution| {n:.4g}"
 
 
 def _mark(view: GraphView, h: Highlight) -> None:

@@ -17,13 +17,14 @@ from ..graph.view import GraphView, ViewNode
 
 HIGHLIGHT = "#d62728"
 STYLE = {  # kind -> node attributes
-    "input": 'shape=ellipse, style=filled, fillcolor="#dbe9f6", color="#3b6ea5"',
-    "parameter": 'shape=box, style="rounded,filled", fillcolor="#fff2b3", color="#b58900"',
-    "constant": 'shape=box, style="rounded,filled,dashed", fillcolor="#eeeeee", color="#777777"',
-    "op": 'shape=ellipse, style=filled, fillcolor="#ffffff", color="#555555"',
-    "internal": 'shape=ellipse, style=filled, fillcolor="#f7f7f7", color="#999999", fontcolor="#555555"',
-    "module": 'shape=box, style="rounded,filled", fillcolor="#d9f0d3", color="#2e7d32"',
-    "folded": 'shape=box3d, style=filled, fillcolor="#c7e9c0", color="#2e7d32"',
+    "input": {"shape": "ellipse", "style": "filled", "fillcolor": "#dbe9f6", "color": "#3b6ea5"},
+    "parameter": {"shape": "box", "style": "rounded,filled", "fillcolor": "#fff2b3", "color": "#b58900"},
+    "constant": {"shape": "box", "style": "rounded,filled,dashed", "fillcolor": "#eeeeee", "color": "#777777"},
+    "op": {"shape": "ellipse", "style": "filled", "fillcolor": "#ffffff", "color": "#555555"},
+    "internal": {"shape": "ellipse", "style": "filled", "fillcolor": "#f7f7f7", "color": "#999999",
+                 "fontcolor": "#555555"},
+    "module": {"shape": "box", "style": "rounded,filled", "fillcolor": "#d9f0d3", "color": "#2e7d32"},
+    "folded": {"shape": "box3d", "style": "filled", "fillcolor": "#c7e9c0", "color": "#2e7d32"},
 }
 RENDERER_FORMATS = ("svg", "png")
 LAYOUT_SECONDS = 120
@@ -56,9 +57,9 @@ def node_label(n: ViewNode) -> str:
 
 
 def node_tooltip(n: ViewNode) -> str:
-    parts = [f"{n.label} ({n.kind})", f"shape {shape_text(n.shape)}"]
-    if n.dtype:
-        parts[-1] += f" {n.dtype}"
+    parts = [f"{n.label} ({n.kind})", f"shape {shape_text(n.shape)}" + (f" {n.dtype}" if n.dtype else "")]
+    if n.names and n.names != [n.label]:
+        parts.append("named " + ", ".join(n.names))
     if n.text and n.text != n.label:
         parts.append(n.text)
     if n.loc:
@@ -111,11 +112,12 @@ def to_dot(view: GraphView) -> str:
 
 
 def _node(n: ViewNode) -> str:
-    style = STYLE["folded"] if n.repeat or n.folded > 1 else STYLE.get(n.kind, STYLE["op"])
-    attrs = [f"id={quote(n.id)}", f"label={quote(node_label(n))}", style, f"tooltip={quote(node_tooltip(n))}"]
+    attrs = {"id": n.id, "label": node_label(n)}
+    attrs.update(STYLE["folded"] if n.repeat or n.folded > 1 else STYLE.get(n.kind, STYLE["op"]))
+    attrs["tooltip"] = node_tooltip(n)
     if n.highlighted:
-        attrs.append(f'color="{HIGHLIGHT}", penwidth=2.4')
-    return f"{n.id} [{', '.join(attrs)}];"
+        attrs.update(color=HIGHLIGHT, penwidth="2.4")
+    return f"{n.id} [{', '.join(f'{k}={quote(v)}' for k, v in attrs.items())}];"
 
 
 def _caption(view: GraphView) -> str:

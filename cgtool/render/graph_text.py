@@ -68,7 +68,9 @@ def render_graph_text(view: GraphView) -> None:
         mark = "" if e.differentiable else " (data)"
         operands.setdefault(e.target, []).append(by_id[e.source].label + mark)
     for n in view.nodes:
-        label = escape(n.label) + (" [bold](root)[/]" if n.id == view.root else "")
+        others = [name for name in n.names if name != n.label]
+        label = escape(n.label) + (f" [dim]({escape(', '.join(others))})[/]" if others else "") + \
+            (" [bold](root)[/]" if n.id == view.root else "")
         if n.highlighted:
             label = f"[bold red]{label}[/]"
         kind = _kind(n)

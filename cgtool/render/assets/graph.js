@@ -109,7 +109,7 @@
       html += "<ol>";
       h.paths.forEach(function (p) {
         html += "<li>" + p.nodes.map(esc).join(" ← ");
-        if (p.contribution) html += "<br><span class=num>contribution " + esc(p.contribution) + "</span>";
+        if (p.contribution) html += "<br><span class=num>" + (p.contribution.charAt(0) === "|" ? "" : "contribution ") + esc(p.contribution) + "</span>";
         if (p.symbolic) html += " <span class=sym>" + esc(p.symbolic) + "</span>";
         html += "</li>";
       });
