@@ -41,6 +41,7 @@ class StaticCapture:
     graph: Graph | None = None  # the captured program as a Graph
     names: dict[str, Node] = field(default_factory=dict)  # label -> node of the graph
     seconds: float = 0.0  # time the capture took
+    root: int | None = None  # id of the node the program returns (its first output)
 
     @property
     def nodes(self) -> int | None:
@@ -74,8 +75,8 @@ def static_capture(built, inputs: dict[str, torch.Tensor]) -> StaticCapture:
     finally:
         module.train(was_training)
     seconds = time.perf_counter() - start
-    graph, names = program_graph(program, built)
-    return StaticCapture(True, program=program, graph=graph, names=names, seconds=seconds)
+    graph, names, root = program_graph(program, built)
+    return StaticCapture(True, program=program, graph=graph, names=names, seconds=seconds, root=root)
 
 
 class _quiet_logging:
@@ -152,11 +153,16 @@ def _control_word(statement: str | None) -> str:
 # --------------------------------------------------------------------------- the program as a Graph
 
 
-def program_graph(program, built=None) -> tuple[Graph, dict[str, Node]]:
+def program_graph(program, built=None) -> tuple[Graph, dict[str, Node], int | None]:
     """The exported program as a :class:`Graph`: a node per placeholder (parameters and constants by
     qualified name, inputs by name) and per call; an edge per tensor operand. A static program has no
     autograd graph, so its edges carry no vector-Jacobian product (data edges)."""
     sig = program.graph_signature
+    canonical: dict[str, str] = {}  # tied parameters: every name -> the name named_parameters() gives it
+    if built is not None:
+        first: dict[int, str] = {}
+        for name, p in built.module.named_parameters(remove_duplicate=False):
+            canonical[name] = first.setdefault(id(p), name)
     leaf_names: dict[str, tuple[str, str]] = {}
     for spec in sig.input_specs:
         arg = getattr(spec.arg, "name", None)
@@ -164,36 +170,47 @@ def program_graph(program, built=None) -> tuple[Graph, dict[str, Node]]:
         if arg is None:
             continue
         if kind == "PARAMETER":
-            leaf_names[arg] = (spec.target, "parameter")
+            leaf_names[arg] = (canonical.get(spec.target, spec.target), "parameter")
         elif kind in ("BUFFER", "CONSTANT_TENSOR"):
             leaf_names[arg] = (spec.target, "constant")
         elif kind == "USER_INPUT":
             leaf_names[arg] = (arg, "input")
     files = set(getattr(built, "files", ()) or ())
     g = Graph()
+    root = None
     by_fx: dict[str, Node] = {}
     names: dict[str, Node] = {}
     for fx in program.graph.nodes:
         if fx.op == "placeholder":
             label, kind = leaf_names.get(fx.name, (fx.name, "input"))
+            if label in names:  # a tied parameter: one tensor, given to the program under each of its names
+                by_fx[fx.name] = names[label]
+                continue
             node = g.add_node(label, None, None, OpInfo("leaf", None, label), kind=kind, shape=_shape(fx))
             node.dtype = _dtype(fx)
         elif fx.op == "call_function":
             operands = [by_fx[a.name] for a in _fx_args(fx) if a.name in by_fx]
             op = _op_name(fx.target)
             loc = _loc(fx, files)
-            node = g.add_node(fx.name, None, op, OpInfo(op, operands, f"{op}({', '.join(o.label for o in operands)})",
-                                                        loc=loc), kind="op", shape=_shape(fx))
-            node.dtype = _dtype(fx)
             stack = fx.meta.get("nn_module_stack") or {}
-            node.calls = [path for path, _ in reversed(list(stack.values())) if path]
+            modules = [path for path, _ in reversed(list(stack.values())) if path and not path.startswith("L[")]
+            label = f"{modules[0]}/{fx.name}" if modules else fx.name  # hidden/linear: the call of module hidden
+            node = g.add_node(label, None, op, OpInfo(op, operands, f"{op}({', '.join(o.label for o in operands)})",
+                                                      loc=loc), kind="op", shape=_shape(fx))
+            node.dtype = _dtype(fx)
+            node.calls = modules
             for slot, operand in enumerate(operands):
                 g.add_edge(node, operand, slot, op, None, differentiable=False)
+        elif fx.op == "output":
+            outs = [a for a in _fx_args(fx) if a.name in by_fx]
+            if outs:
+                root = by_fx[outs[0].name].id
+            continue
         else:
             continue
         by_fx[fx.name] = node
         names[node.label] = node
-    return g, names
+    return g, names, root
 
 
 def _fx_args(fx) -> list:
@@ -293,3 +310,20 @@ def baked_branch(built, inputs: dict[str, torch.Tensor], scale: float = 100.0) -
 def _scalar(t: torch.Tensor) -> float:
     t = t.detach().double()
     return float(t.reshape(())) if t.numel() == 1 else float(torch.linalg.vector_norm(t))
+
+
+# --------------------------------------------------------------------------- the picture
+
+
+def static_view(sc: StaticCapture, *, title: str = "", max_nodes: int | None = None):
+    """The captured program as a :class:`cgtool.graph.view.GraphView`, drawn by the same renderers as the
+    dynamic graph: every call of the program is a node (the op level), placeholders are the leaves."""
+    from .view import _Builder, _check_size
+
+    if not sc.capturable or sc.graph is None or sc.root is None:
+        raise ValueError("no static graph: the forward could not be captured")
+    view = _Builder(sc.graph, sc.root, "op", None, expand=True).build(title, "static")
+    for e in view.edges:  # a captured program differentiates like the forward it came from
+        e.differentiable = True
+    _check_size(view, max_nodes)
+    return view
