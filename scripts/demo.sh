@@ -3,7 +3,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export COLUMNS="${COLUMNS:-110}"
-step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
+# Echo each command as it can be pasted back into a shell: words that need quotes get them.
+quote() {
+  local a out=()
+  for a in "$@"; do
+    if [[ $a =~ ^[A-Za-z0-9_./=:,@%+-]+$ ]]; then out+=("$a"); else out+=("'${a//\'/\'\\\'\'}'"); fi
+  done
+  printf '%s' "${out[*]}"
+}
+step() { printf '\n\033[1m$ %s\033[0m\n' "$(quote "$@")"; "$@"; }
 
 # 1. The lesson's computational graph: dy/dw is the sum over the paths y->a->w and y->b->w.
 step cgtool grad "a = x1 + w; b = x2 + w; y = a * b" --wrt w --at x1=1 --at x2=2 --at w=3
@@ -33,5 +41,10 @@ step cgtool paths configs/resnet110.yaml --wrt stem.conv.weight --by-length --co
 
 # 5. Tied weights counted once (torchinfo 1.8.0 says 840), and a LLaMA-7B-shaped model on meta.
 step cgtool params configs/tied_linear.yaml
-step cgtool params configs/llama7b.yaml --device meta --json
+step cgtool summary configs/llama7b.yaml --device meta --depth 1
 step cgtool summary configs/gpt2_small.yaml --depth 1
+
+# 6. Your turn: cgtool lives in .venv (make demo put it on PATH for this script only).
+printf '\n\033[1mcgtool is installed in .venv. To use it in your shell, paste:\033[0m\n'
+printf '  source .venv/bin/activate\n'
+printf 'then, for example:  cgtool build configs/mlp.yaml   (or, without activating: .venv/bin/cgtool build configs/mlp.yaml)\n'

@@ -9,6 +9,31 @@ import torch
 import handwritten as hw
 from cgtool.build.model import build_model
 
+# --------------------------------------------------------------------------- 1. from the two commands to cgtool
+
+
+def test_the_readmes_line_puts_cgtool_on_path(tmp_path):
+    """The README's path, as a new user types it in a fresh shell (no .venv/bin on PATH)."""
+    import re
+    import subprocess
+
+    from conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    setup = readme[readme.index("## The two commands"):readme.index("## Quick start")]
+    line = re.search(r"^(source \S+activate)$", setup, re.M).group(1)
+    first = re.search(r"^(cgtool build configs/mlp\.yaml)\s", readme, re.M).group(1)
+    if not (ROOT / ".venv" / "bin" / "activate").exists():
+        pytest.skip("no .venv here (make demo / make test create it)")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COLUMNS": "120", "NO_COLOR": "1"}
+    done = subprocess.run(["bash", "-c", f"{line} && {first} --json"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["total_params"] == 203_530
+    missing = subprocess.run(["bash", "-c", first], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert missing.returncode == 127  # without it: command not found, which is why the README says it
+
+
 # --------------------------------------------------------------------------- 2. PyTorch spellings
 
 CIFAR_NET = """\
@@ -402,3 +427,85 @@ def test_inputs_and_parameters_share_the_max_memory_cap(cli, spec_file):
     # on meta nothing is allocated: shapes of any size are checked
     code, out, err = cli("build", spec, "-i", "x=100000000,784", "--device", "meta", "--json")
     assert code == 0, err
+
+
+# --------------------------------------------------------------------------- 8. smaller things a user noticed
+
+DEMO = (__import__("conftest").ROOT / "scripts" / "demo.sh").read_text()
+
+
+def _demo_quote(*words: str) -> str:
+    import subprocess
+
+    functions = DEMO[DEMO.index("quote() {"):DEMO.index("step() {")]
+    script = functions + 'quote "$@"'
+    return subprocess.run(["bash", "-c", script, "demo", *words], capture_output=True, text=True, check=True).stdout
+
+
+def test_demo_echoes_commands_that_can_be_pasted_back():
+    import shlex
+
+    words = ["cgtool", "grad", "a = x1 + w; b = x2 + w; y = a * b", "--wrt", "w", "--at", "x1=1",
+             "--count", "stages.*.*.branch", "it's"]
+    echoed = _demo_quote(*words)
+    assert echoed.startswith("cgtool grad 'a = x1 + w; b = x2 + w; y = a * b' --wrt w --at x1=1 --count 'stages.*.*.branch'")
+    assert shlex.split(echoed) == words
+
+
+def test_demo_prints_no_json_dump_and_ends_with_the_line_to_paste():
+    steps = [line for line in DEMO.splitlines() if line.lstrip().startswith("step ")]
+    assert steps and not any("--json" in line for line in steps)
+    assert "source .venv/bin/activate" in DEMO[DEMO.rindex("# 6."):]
+
+
+def test_readme_says_how_to_reach_cgtool_and_lists_every_command():
+    readme = (__import__("conftest").ROOT / "README.md").read_text()
+    setup, quick = readme.index("## The two commands"), readme.index("## Quick start")
+    assert "source .venv/bin/activate" in readme[setup:readme.index("cgtool build", quick)]
+    for command in ("build", "run", "params", "summary", "grad", "paths", "graph", "layers", "validate"):
+        assert f"| `cgtool {command}" in readme, command
+
+
+def test_layers_shows_the_real_parameters_of_recurrent_layers(cli):
+    code, out, _ = cli("layers", "LSTM", "--json")
+    rows = {r["type"]: r["signature"] for r in json.loads(out)["layers"]}
+    assert rows["LSTM"] == ("LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0, "
+                            "bidirectional=False, proj_size=0)")
+    code, out, _ = cli("layers", "RNN", "--json")
+    rows = {r["type"]: r["signature"] for r in json.loads(out)["layers"]}
+    assert rows["RNN"].startswith("RNN(input_size, hidden_size, num_layers=1, nonlinearity='tanh', bias=True")
+    code, out, _ = cli("layers", "Sigmoid", "--json")
+    assert {r["type"]: r["signature"] for r in json.loads(out)["layers"]}["Sigmoid"] == "Sigmoid()"
+
+
+def test_recurrent_arguments_are_checked_against_those_parameters(cli, spec_file):
+    text = MLP_ONE.replace("LAYER", "LSTM(784, 16, num_layer=2)")
+    code, _, err = cli("build", spec_file(text))
+    assert code == 1 and "did you mean 'num_layers'?" in err
+
+
+def test_validate_keeps_the_hints_in_text_mode(cli, spec_file):
+    bad = spec_file(MLP_ONE.replace("LAYER", "Linaer(784, 10)"), name="bad.yaml")
+    good = spec_file(MLP_ONE.replace("LAYER", "Linear(784, 10)"), name="good.yaml")
+    code, out, err = cli("validate", bad, good)
+    assert code == 1
+    assert "unknown layer type 'Linaer'" in err and "hint: did you mean 'Linear'?" in err
+    assert "ok     " in out
+
+
+@pytest.mark.parametrize("command", ["build", "run", "params", "summary", "grad", "layers", "validate"])
+def test_help_shows_no_python_types(cli, command):
+    code, out, _ = cli(command, "--help")
+    assert code == 0
+    assert "<str>" not in out and "list[" not in out and "<int" not in out
+    if command in ("run", "build"):
+        assert "--input NAME=SHAPE|FILE" in out and "--max-memory SIZE" in out
+
+
+def test_wording_says_what_yaml_wrote(cli, spec_file):
+    code, _, err = cli("build", spec_file(MLP_ONE.replace("LAYER", "[Linear, 3]")))
+    assert code == 1 and "found a list" in err and "PosList" not in err
+    code, _, err = cli("build", spec_file("- a\n- b\n"))
+    assert code == 1 and "a spec must be a mapping with `kind:`, found a list" in err
+    code, out, _ = cli("grad", "y = x * 2", "--at", "x=1", "--wrt", "x")
+    assert "1 leaf" in out and "1 leaves" not in out

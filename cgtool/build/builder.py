@@ -10,7 +10,7 @@ from torch import nn
 from .. import lang
 from ..errors import CgError, Loc, did_you_mean, first_line
 from ..spec import Call, Layer, Spec, TensorSpec
-from .catalog import _CLASSES, _signature_params
+from .catalog import _CLASSES, _signature_params, layer_signature
 
 
 
@@ -111,7 +111,7 @@ class Builder:
                 raise CgError(f"{where}: {call.type} {bad}= is set by cgtool, not the spec", call.loc,
                               hint=f"use --{bad} on the command line")
         try:
-            sig = inspect.signature(cls)
+            sig = layer_signature(cls)
             sig.bind(*args, **kwargs)
         except TypeError as e:
             hint = None
@@ -131,7 +131,7 @@ class Builder:
             raise
         except Exception as e:  # noqa: BLE001 - a constructor's complaint about user values
             raise CgError(f"{where}: {call.text} cannot be constructed: {first_line(e)}", call.loc,
-                          hint=f"{call.type}({', '.join(_signature_params(inspect.signature(cls)))})") from None
+                          hint=f"{call.type}({', '.join(_signature_params(layer_signature(cls)))})") from None
 
     def _arg(self, value, where):
         if isinstance(value, Call):

@@ -39,11 +39,29 @@ def catalogue(pattern: str | None = None) -> list[LayerType]:
         if pattern and pattern.lower() not in name.lower():
             continue
         try:
-            params = _signature_params(inspect.signature(cls))
+            params = _signature_params(layer_signature(cls))
         except (TypeError, ValueError):
             params = []
         rows.append(LayerType(name, f"{name}({', '.join(params)})"))
     return rows
+
+
+def layer_signature(cls: type) -> inspect.Signature:
+    """The constructor a spec calls. LSTM, GRU and RNN take ``*args, **kwargs`` and hand them to
+    RNNBase (RNN reads ``nonlinearity`` fourth), so their real parameters are rebuilt from it;
+    a class with no ``__init__`` of its own (Sigmoid, Tanh) takes nothing."""
+    if cls.__init__ is nn.Module.__init__:
+        return inspect.Signature([])
+    if issubclass(cls, nn.RNNBase) and cls is not nn.RNNBase:
+        params = [p for n, p in inspect.signature(nn.RNNBase.__init__).parameters.items() if n not in ("self", "mode")]
+        if cls is not nn.LSTM:
+            params = [p for p in params if p.name != "proj_size"]
+        if issubclass(cls, nn.RNN):
+            nonlinearity = inspect.Parameter("nonlinearity", inspect.Parameter.POSITIONAL_OR_KEYWORD, default="tanh",
+                                             annotation=str)
+            params.insert(3, nonlinearity)
+        return inspect.Signature(params)
+    return inspect.signature(cls)
 
 
 def _signature_params(sig: inspect.Signature) -> list[str]:

@@ -21,10 +21,10 @@ def build_command(
     seed: SeedOpt = 0,
     json: JsonOpt = False,
     save: Annotated[Optional[str], typer.Option("--save", help="Write the state_dict to FILE.pt (atomically).",
-                                                show_default=False)] = None,
+                                                show_default=False, metavar="FILE")] = None,
     code: Annotated[bool, typer.Option("--code", help="Print the generated forward source.")] = False,
     depth: Annotated[Optional[int], typer.Option("--depth", help="Deepest tree level shown.", min=1,
-                                                 show_default=False)] = None,
+                                                 show_default=False, metavar="N")] = None,
     max_memory: MaxMemoryOpt = None,
     max_iterations: MaxIterationsOpt = None,
 ):

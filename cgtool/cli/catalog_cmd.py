@@ -13,7 +13,7 @@ from .common import JsonOpt, handle_errors
 @handle_errors
 def layers_command(
     pattern: Annotated[Optional[str], typer.Argument(help="Only layer types whose name contains this.",
-                                                     show_default=False)] = None,
+                                                     show_default=False, metavar="PATTERN")] = None,
     json: JsonOpt = False,
 ):
     """The layer types a spec may use (every torch.nn module class), with constructor signatures."""
@@ -26,7 +26,8 @@ def layers_command(
 @app.command("validate")
 @handle_errors
 def validate_command(
-    specs: Annotated[list[str], typer.Argument(help="Spec files to check (compile and dry-run each).")],
+    specs: Annotated[list[str], typer.Argument(help="Spec files to check (compile and dry-run each).",
+                                                metavar="SPEC...")],
     json: JsonOpt = False,
 ):
     """Check many specs: compile and dry-run each on meta tensors. Exit 1 if any is invalid."""

@@ -9,9 +9,18 @@ import os
 from typing import Annotated, Optional
 
 import typer
+import typer.core  # noqa: F401 - the help patch below
 
 from ..errors import CgError, CheckFailed
 from ..render.console import print_error
+
+
+# Typer (0.2x) prints a Python type after each argument's name in --help (`SPEC <str>`,
+# `SPEC... <list[str]>`): noise beside the metavar and the help. Options name their values with
+# metavars (NAME=SHAPE, FILE, N). Where Typer has no such hook, its default stays.
+_TyperArgument = getattr(getattr(typer, "core", None), "TyperArgument", None)
+if _TyperArgument is not None and hasattr(_TyperArgument, "display_type_rich"):
+    _TyperArgument.display_type_rich = lambda self, ctx: None
 
 
 class Device(str, enum.Enum):
@@ -27,27 +36,31 @@ class DType(str, enum.Enum):
     bfloat16 = "bfloat16"
 
 
-SpecArg = Annotated[str, typer.Argument(help="Spec file (YAML), or - to read it from stdin.", show_default=False)]
+SpecArg = Annotated[str, typer.Argument(help="Spec file (YAML), or - to read it from stdin.", show_default=False,
+                                              metavar="SPEC")]
 InputOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--input", "-i", help="NAME=SHAPE (2,784) or NAME=FILE.pt|FILE.npy; repeatable.", show_default=False),
+    typer.Option("--input", "-i", help="NAME=SHAPE (2,784) or NAME=FILE.pt|FILE.npy; repeatable.", show_default=False,
+                 metavar="NAME=SHAPE|FILE"),
 ]
 ArgOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--arg", "-a", help="Override a spec arg: NAME=VALUE; repeatable.", show_default=False),
+    typer.Option("--arg", "-a", help="Override a spec arg: NAME=VALUE; repeatable.", show_default=False,
+                 metavar="NAME=VALUE"),
 ]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where to build and run.")]
 DTypeOpt = Annotated[Optional[DType], typer.Option("--dtype", help="Floating dtype of parameters and inputs.", show_default=False)]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for weights, constants and random inputs.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for weights, constants and random inputs.", metavar="N")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print only JSON on stdout.")]
 MaxMemoryOpt = Annotated[
     Optional[str],
     typer.Option("--max-memory", help="Refuse models larger than this (e.g. 8GB); default: half the free memory.",
-                 show_default=False),
+                 show_default=False, metavar="SIZE"),
 ]
 MaxIterationsOpt = Annotated[
     Optional[int],
-    typer.Option("--max-iterations", min=1, help="Cap on while-loop iterations in the forward.", show_default=False),
+    typer.Option("--max-iterations", min=1, help="Cap on while-loop iterations in the forward.", show_default=False,
+                 metavar="N"),
 ]
 
 

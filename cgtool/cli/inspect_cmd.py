@@ -32,17 +32,17 @@ FormatOpt = Annotated[Optional[Format], typer.Option("--format", help="table (de
 DepthOpt = Annotated[
     Optional[int],
     typer.Option("--depth", min=0, help="Show layers down to this call depth (0: the model alone); deeper ones "
-                 "are folded into their ancestor. Default: all.", show_default=False),
+                 "are folded into their ancestor. Default: all.", show_default=False, metavar="N"),
 ]
 OutputOpt = Annotated[
     Optional[str],
     typer.Option("--output", "-o", help="Save the output to FILE.pt or FILE.npy (a dict of tensors for several "
-                 "outputs: .pt), written atomically.", show_default=False),
+                 "outputs: .pt), written atomically.", show_default=False, metavar="FILE"),
 ]
 WeightsOpt = Annotated[
     Optional[str],
     typer.Option("--weights", help="Load a state_dict saved by `cgtool build SPEC --save FILE` before running.",
-                 show_default=False),
+                 show_default=False, metavar="FILE"),
 ]
 TrainOpt = Annotated[
     bool,

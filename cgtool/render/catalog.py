@@ -29,4 +29,6 @@ def render_validation(result, *, json: bool) -> None:
         if r.ok:
             console.print(f"ok     {r.spec}  ({r.params:,} params, shape check {r.check})", markup=False)
         else:
-            errors.print(f"error: {r.error}", markup=False)
+            errors.print(f"error: {r.error}", markup=False, soft_wrap=True)
+            if r.hint:
+                errors.print(f"  hint: {r.hint}", markup=False, soft_wrap=True)

@@ -188,6 +188,11 @@ def _kind_of(value) -> str:
         return "nothing"
     if isinstance(value, str):
         return f"the string {value[:40]!r}"
+    # what YAML wrote, in YAML's words (yamlpos's PosList/PosDict are a list and a mapping)
+    for kind, word in ((bool, "a boolean"), (int, "a number"), (float, "a number"), (list, "a list"),
+                       (dict, "a mapping")):
+        if isinstance(value, kind):
+            return f"{word} ({str(value)[:40]})" if kind not in (list, dict) else word
     return f"a {type(value).__name__}"
 
 
