@@ -120,7 +120,21 @@ def _source_line(file: str, line: int, files: set[str]) -> str | None:
     import linecache
 
     text = linecache.getline(file, line)
-    return text.strip() or None
+    return _without_comment(text).strip() or None
+
+
+def _without_comment(line: str) -> str:
+    """The line without a trailing ``# comment`` (a ``#`` inside quotes stays)."""
+    quote = None
+    for i, ch in enumerate(line):
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#":
+            return line[:i]
+    return line
 
 
 def _refusal(e: BaseException, built, seconds: float) -> StaticCapture:
