@@ -326,12 +326,12 @@ def test_graph_help_does_not_import_torch():
 
 # --------------------------------------------------------------------------- golden outputs
 
-GOLDEN = ROOT / "tests" / "golden" / "graph"
+GOLDEN = ROOT / "tests" / "golden" / "graph"  # not *.txt: tests/test_golden.py owns those
 GOLDEN_CASES = {
-    "lesson.txt": [LESSON, "--highlight", "w", "--at", "x1=1", "--at", "x2=2", "--at", "w=3"],
+    "lesson.text": [LESSON, "--highlight", "w", "--at", "x1=1", "--at", "x2=2", "--at", "w=3"],
     "lesson.dot": [LESSON, "--highlight", "w", "--format", "dot"],
     "lesson.mmd": [LESSON, "--highlight", "w", "--format", "mermaid"],
-    "fancy_mlp.txt": ["configs/fancy_mlp.yaml", "--highlight", "linear.weight"],
+    "fancy_mlp.text": ["configs/fancy_mlp.yaml", "--highlight", "linear.weight"],
     "fancy_mlp.dot": ["configs/fancy_mlp.yaml", "--format", "dot"],
     "nest_mlp.dot": ["configs/nest_mlp.yaml", "--format", "dot"],
 }
@@ -353,3 +353,19 @@ def test_golden_output(name, update_golden, monkeypatch):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(r.stdout)
     assert r.stdout == path.read_text(), f"differs from tests/golden/graph/{name} (--update-golden rewrites it)"
+
+
+def test_an_operand_read_twice_is_two_edges_and_two_paths(cli):
+    data = json.loads(cli("graph", "y = w * w", "--at", "w=3", "--highlight", "w", "--json")[1])
+    assert [(e["slot"], e["highlighted"], e["label"]) for e in data["edges"]] == \
+        [(0, True, "∂y/∂w = w = 3"), (1, True, "∂y/∂w = w = 3")]
+    assert data["highlight"]["path_count"] == 2 and data["highlight"]["gradient"] == "6"
+
+
+def test_control_flow_of_an_expression_is_counted(cli):
+    data = json.loads(cli("graph", "y = x\nwhile y < 10:\n    y = y * x", "--at", "x=2", "--json")[1])
+    assert data["data_dependent"] and data["control_flow"] == [
+        {"kind": "while", "text": "y < 10", "loc": "<expr>:2:7", "runs": 4, "held": 3}]
+    assert [n["label"] for n in data["nodes"]] == ["x", "y#2", "y#3", "y#4"]
+    more = json.loads(cli("graph", "y = x\nwhile y < 10:\n    y = y * x", "--at", "x=1.5", "--json")[1])
+    assert len(more["nodes"]) == 1 + more["control_flow"][0]["held"] > len(data["nodes"])  # x, then one y per turn

@@ -137,3 +137,32 @@ def test_search_zoom_and_collapsing_a_module_box(page_of):
     page.mouse.wheel(0, -400)
     assert page.get_attribute("#canvas svg", "viewBox") != before
     assert page.errors == []
+
+
+REAL = {"fancy_mlp.yaml", "nest_mlp.yaml"}  # forwards that branch on tensor values: small real tensors
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_every_configs_page_loads_without_errors(browser, tmp_path, config):
+    import cgtool
+    from cgtool.render.graph_html import to_html
+
+    view = cgtool.graph(str(CONFIGS / config), device="cpu" if config in REAL else "meta", page=True)
+    target = tmp_path / "page.html"
+    target.write_text(to_html(view), encoding="utf-8")
+    page = browser.new_page(viewport={"width": 1024, "height": 700})
+    errors, requests = [], []
+    page.on("console", lambda m: errors.append(m.text) if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(target.as_uri())
+    page.wait_for_selector("body[data-ready=yes]", timeout=10_000)
+    drawn = set(page.eval_on_selector_all("#canvas g.node", "els => els.map(e => e.id)"))
+    assert drawn == {n.id for n in view.nodes}
+    leaf = next((n for n in view.nodes if n.kind == "parameter"), None)
+    if leaf is not None:
+        page.click("#" + leaf.id, force=True)
+        assert leaf.id in page.eval_on_selector_all(".cg-hl", "els => els.map(e => e.id)") or \
+            view.parameters[leaf.label].path_count == 0
+    page.close()
+    assert errors == [] and requests == [target.as_uri()]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ast
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -38,6 +38,7 @@ class Evaluation:
     aliases: dict[str, str]  # alias label -> label of the node it names
     numeric: bool  # False when leaves had no values (placeholders; only symbolic forms are meaningful)
     has_control_flow: bool = False
+    branches: list = field(default_factory=list)  # the conditions that ran (cgtool.graph.capture.Branch)
 
 
 # --------------------------------------------------------------------------- values from the command line
@@ -195,7 +196,8 @@ def evaluate(
     cap = read_graph(recorder, {n: (t, "input") for n, t in tensors.items()})
     leaf_nodes = {n: cap.node_of(t) for n, t in tensors.items()}
     node, root_name, where = _root(program, cap, recorder, returned, root)
-    return Evaluation(program, cap.graph, node, root_name, leaf_nodes, cap.names, cap.aliases, numeric, control)
+    return Evaluation(program, cap.graph, node, root_name, leaf_nodes, cap.names, cap.aliases, numeric, control,
+                      cap.branches)
 
 
 def _root(program: Program, cap: Capture, recorder: Recorder, returned, root: str | None):

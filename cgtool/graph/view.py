@@ -152,7 +152,8 @@ class _Base:
 
 
 def _structure(g: Graph, root: int, level: str) -> _Base:
-    """The nodes the root reads at *level*, and one edge from each kept node to each kept node it reads."""
+    """The nodes the root reads at *level*: one edge per operand slot between kept nodes (``w * w`` has two),
+    and one edge from a kept node to each kept node it reads through folded ones."""
     reach = g.reachable(root)
     if level == "op":
         kept = reach
@@ -161,23 +162,28 @@ def _structure(g: Graph, root: int, level: str) -> _Base:
     is_kept = set(kept)
     edges = []
     for v in kept:
-        found: dict[int, list] = {}  # operand -> [op, slot order, differentiable]
-        stack = [(e, True) for e in reversed(g.inputs_of(v))]
-        seen: set[tuple[int, bool]] = set()
-        while stack:
-            e, grad = stack.pop()
+        op = g.nodes[v].op
+        through: dict[int, list] = {}  # a kept node read through folded ones -> [op, slot, differentiable]
+        for e in g.inputs_of(v):
             edge = g.edges[e]
-            d, grad = edge.dst, grad and edge.differentiable
-            if d in is_kept:
-                if d not in found:
-                    found[d] = [edge.op if level == "op" else (g.nodes[v].op or edge.op), len(found), grad]
-                else:
-                    found[d][2] = found[d][2] or grad
-            elif (d, grad) not in seen:
-                seen.add((d, grad))
-                stack.extend((e2, grad) for e2 in reversed(g.inputs_of(d)))
-        for d, (op, slot, grad) in found.items():
-            edges.append((v, d, op, slot, grad))
+            if edge.dst in is_kept:
+                edges.append((v, edge.dst, edge.op if level == "op" else (op or edge.op), edge.slot,
+                              edge.differentiable))
+                continue
+            stack, seen = [(edge.dst, edge.differentiable)], set()
+            while stack:
+                d, grad = stack.pop()
+                if d in is_kept:
+                    if d not in through:
+                        through[d] = [op or edge.op, edge.slot, grad]
+                    else:
+                        through[d][2] = through[d][2] or grad
+                elif (d, grad) not in seen:
+                    seen.add((d, grad))
+                    stack.extend((g.edges[e2].dst, grad and g.edges[e2].differentiable)
+                                 for e2 in reversed(g.inputs_of(d)))
+        for d, (op_, slot, grad) in through.items():
+            edges.append((v, d, op_, slot, grad))
     return _Base(g, kept, edges)
 
 
@@ -385,15 +391,17 @@ class _Builder:
                                       loc=_loc(out.info), folded=len(f["members"]), repeat=f["repeat"],
                                       members=f["calls"], value=_summary(out.value), calls=list(out.calls)))
         edges: list[ViewEdge] = []
-        seen: dict[tuple[str, str], ViewEdge] = {}
+        seen: dict[tuple, ViewEdge] = {}
         for v, d, op, slot, grad in self.base.edges:
             s, t = ids[key_of[d]], ids[key_of[v]]
             if s == t:
                 continue
-            if (s, t) in seen:
-                seen[(s, t)].differentiable |= grad
+            # parallel edges are operand slots (w * w reads w twice); edges into or out of a folded node merge
+            key = (s, t) if key_of[d] in self.folds or key_of[v] in self.folds else (s, t, slot)
+            if key in seen:
+                seen[key].differentiable |= grad
                 continue
-            e = seen[(s, t)] = ViewEdge(f"e{len(edges)}", s, t, op, slot, grad)
+            e = seen[key] = ViewEdge(f"e{len(edges)}", s, t, op, slot, grad)
             edges.append(e)
         view = GraphView(title, source, self.level, ids[key_of[self.root]], nodes, edges, [],
                          len(g.reachable(self.root)), False, repeats=list(self.repeats))
@@ -514,7 +522,7 @@ def _model_paths(cap, b: _Builder, view: GraphView, names: list[str], level: str
         on = _on_paths(rg, rroot.id, counts)
         vids = {root_vid} if rroot.id in on and root_vid else set()
         eids, labels = set(), {}
-        edge_index = {(e.source, e.target): e for e in view.edges}
+        edge_index = _edge_index(view)
         for v in on:
             s_vid = _vid(b, back, v, root_vid, rroot.id)
             vids.add(s_vid)
@@ -522,12 +530,12 @@ def _model_paths(cap, b: _Builder, view: GraphView, names: list[str], level: str
                 d = rg.edges[e].dst
                 if counts[d]:
                     d_vid = _vid(b, back, d, root_vid, rroot.id)
-                    edge = edge_index.get((d_vid, s_vid))
-                    if edge is not None:
+                    between = edge_index.get((d_vid, s_vid), [])
+                    for edge in between:
                         eids.add(edge.id)
-                        if numeric and rg.nodes[v].is_scalar and rg.nodes[d].is_scalar:
-                            labels[edge.id] = f"∂{rg.nodes[v].label}/∂{rg.nodes[d].label} = " \
-                                f"{P.local_derivative(rg, rg.edges[e]):.6g}"
+                    if len(between) == 1 and numeric and rg.nodes[v].is_scalar and rg.nodes[d].is_scalar:
+                        labels[between[0].id] = f"∂{rg.nodes[v].label}/∂{rg.nodes[d].label} = " \
+                            f"{P.local_derivative(rg, rg.edges[e]):.6g}"
         paths, grad = [], None
         listed = k if name == highlight else TOP_PATHS if counts[rroot.id] <= PAGE_LIST_PATHS and \
             time.monotonic() - started < PAGE_PATHS_SECONDS else 0
@@ -633,9 +641,9 @@ def expression_view(text: str, at=None, *, level: str = "op", highlight: str | N
     if not ev.numeric:
         for n in view.nodes:
             n.value = None  # placeholder values trace the structure only
-    if ev.has_control_flow:
-        view.data_dependent = True
-        view.control_flow = [ControlFlow("if/while", "the expression's conditions", None, None, None)]
+    view.control_flow = [ControlFlow(br.kind, br.text, br.loc, br.runs, br.held) for br in ev.branches
+                         if br.data_dependent]
+    view.data_dependent = bool(view.control_flow)
     _check_size(view, max_nodes)
     if highlight is None and not all_paths:
         return view
@@ -647,7 +655,7 @@ def expression_view(text: str, at=None, *, level: str = "op", highlight: str | N
         wrt += [n for n in ev.leaves if n not in wrt]
     report = explain(text, at, wrt=wrt, root=root, max_paths=max_paths, file=file, limits=limits)
     by_label = {n.label: n for n in view.nodes}
-    edge_index = {(e.source, e.target): e for e in view.edges}
+    edge_index = _edge_index(view)
     found = {}
     for name, grad in zip(wrt, report.gradients):
         target = ev.names[name]
@@ -662,13 +670,14 @@ def expression_view(text: str, at=None, *, level: str = "op", highlight: str | N
             for e in ev.graph.operands[v]:
                 d = ev.graph.nodes[ev.graph.edges[e].dst]
                 dst = by_label.get(d.label)
-                if counts[d.id] and dst is not None and (dst.id, src.id) in edge_index:
-                    eids.add(edge_index[(dst.id, src.id)].id)
+                if counts[d.id] and dst is not None:
+                    eids.update(edge.id for edge in _slot_edges(edge_index, dst.id, src.id, ev.graph.edges[e].slot))
         for p in grad.paths:
             for f in p.factors:
                 src, dst = by_label.get(f.src), by_label.get(f.dst)
-                if src is not None and dst is not None and (dst.id, src.id) in edge_index:
-                    labels[edge_index[(dst.id, src.id)].id] = _factor_label(f)
+                if src is not None and dst is not None:
+                    for edge in _slot_edges(edge_index, dst.id, src.id, f.slot):
+                        labels[edge.id] = _factor_label(f)
         paths = [PathView(p.nodes, _number_text(p.contribution) if p.contribution is not None else None,
                           _norm(p.contribution) if p.contribution is not None else None, p.symbolic or p.product)
                  for p in grad.paths]
@@ -683,6 +692,20 @@ def expression_view(text: str, at=None, *, level: str = "op", highlight: str | N
     if all_paths:
         view.parameters = found
     return view
+
+
+def _edge_index(view: GraphView) -> dict[tuple[str, str], list[ViewEdge]]:
+    index: dict[tuple[str, str], list[ViewEdge]] = {}
+    for e in view.edges:
+        index.setdefault((e.source, e.target), []).append(e)
+    return index
+
+
+def _slot_edges(index, source: str, target: str, slot: int) -> list[ViewEdge]:
+    """The view's edges for one operand slot: the one of that slot, or the single edge a fold left."""
+    between = index.get((source, target), [])
+    same = [e for e in between if e.slot == slot]
+    return same or (between if len(between) == 1 else [])
 
 
 def _factor_label(f) -> str:
