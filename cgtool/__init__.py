@@ -26,10 +26,14 @@ _LAZY = {
     "describe": "cgtool.api", "run": "cgtool.api", "params": "cgtool.api", "summary": "cgtool.api",
     "grad": "cgtool.api", "capture": "cgtool.api", "paths": "cgtool.api", "compare": "cgtool.api", "layers": "cgtool.api",
     "validate": "cgtool.api", "graph": "cgtool.api",
+    "export": "cgtool.api", "bench": "cgtool.api",
 }
 
 __all__ = ["build", "build_model", "Built", "load_spec", "CgError", "describe", "run", "params", "summary", "grad",
            "capture", "paths", "compare", "graph", "layers", "validate"]
+
+
+__all__ += ["export", "bench"]
 
 
 def __getattr__(name: str):

@@ -37,7 +37,7 @@ from .inspect.tensorfiles import save_state_dict
 from .lang import DEFAULT_LIMITS, Limits
 from .spec import Spec
 
-__all__ = ["describe", "run", "params", "summary", "grad", "capture", "paths", "graph", "layers", "validate", "BuildReport", "ParamsReport",
+__all__ = ["describe", "run", "params", "summary", "grad", "capture", "paths", "graph", "export", "bench", "layers", "validate", "BuildReport", "ParamsReport",
            "SummaryReport", "RunResult", "LayerType", "SpecCheck", "Validation", "read_spec", "parse_args"]
 
 
@@ -312,6 +312,85 @@ def graph(spec_or_expr, *, level: str | None = None, highlight: str | None = Non
     limits = DEFAULT_LIMITS if max_iterations is None else Limits(max_loop_iterations=max_iterations)
     return expression_view(text, values, level=level or "op", highlight=highlight, root=root,
                            max_paths=max_paths, max_nodes=max_nodes, all_paths=page, file=file, limits=limits)
+
+
+def export(spec, *, to: str = "python", output=None, file: str | None = None, args=None, inputs=None, dtype=None,
+           seed: int = 0, max_memory=None, max_iterations: int | None = None):
+    """``cgtool export``: the spec as plain PyTorch source (*to* ``python``, written to *output* when given), or
+    its captured program written to *output* (``pt2``: ``torch.export.save``; ``onnx``: needs the ``onnx`` extra).
+    Returns :class:`cgtool.export.ExportResult`. A spec whose forward reads tensor values cannot be captured:
+    ``pt2`` and ``onnx`` refuse it at that spec line."""
+    from .export import FORMATS, ExportResult
+    from .render.output import write_atomically
+
+    to = getattr(to, "value", to)
+    if to not in FORMATS:
+        raise CgError(f"unknown export format {to!r}", "--to", hint="use " + ", ".join(FORMATS))
+    if to != "python" and not output:
+        raise CgError(f"--to {to} writes a binary file: say where with -o FILE", "--output",
+                      hint=f"for example -o model.{to}")
+    output = os.fspath(output) if output else None
+    source, name = _source(spec, file)
+    built = _build(source, file=name, args=args, inputs=inputs, dtype=dtype, seed=seed, max_memory=max_memory,
+                   max_iterations=max_iterations, check=to != "python")
+    if to == "python":
+        from .export.python import eject
+
+        if isinstance(source, Spec):
+            if source.file.startswith("<") or not os.path.isfile(source.file):
+                raise CgError("export --to python reads the spec's text, and this Spec has no file",
+                              hint="pass the spec's path or YAML text")
+            source, name = read_spec(source.file)
+        ejected = eject(built.spec, source, name, inputs=built.inputs)
+        if output:
+            write_atomically(output, ejected.code, "--output")
+        return ExportResult("python", _title(built), output, ejected.code, ejected.classes)
+    from .export.program import save_onnx, save_pt2
+
+    save = save_pt2 if to == "pt2" else save_onnx
+    return ExportResult(to, _title(built), output, program=save(built, _tensors(built), output))
+
+
+def bench(spec, *, batch="1,8,64", backward: bool = False, compile: bool = False, threads: int | None = None,
+          device="cpu", file: str | None = None, args=None, inputs=None, dtype=None, seed: int = 0,
+          min_time: float = 0.2, memory: bool = True, max_memory=None, max_iterations: int | None = None,
+          progress=None):
+    """``cgtool bench``: latency (median, spread), throughput and peak memory at each *batch* size (a list, or
+    ``"1,8,64"``), which sets the inputs' ``B`` dimension (else dim 0). The forward in evaluation mode, or with
+    *backward* forward and backward in training mode; eager, and with *compile* also ``torch.compile``
+    (compile time apart). *min_time*: seconds of timed calls per case. Returns
+    :class:`cgtool.inspect.bench.BenchReport`. *progress*: called with each case's name and the fraction done.
+    """
+    from .inspect.bench import bench as run_bench
+
+    batches = _parse_batches(batch)
+    if min_time <= 0:
+        raise CgError(f"--min-time must be positive, not {min_time}", "--min-time")
+    if threads is not None and threads < 1:
+        raise CgError(f"--threads must be 1 or more, not {threads}", "--threads")
+    report = progress or (lambda stage, fraction=None: None)
+    report("building the model")
+    built = _build(spec, file=file, args=args, inputs=inputs, device=device, dtype=dtype, seed=seed,
+                   max_memory=max_memory, max_iterations=max_iterations)
+    return run_bench(built, batches=batches, backward=backward, compile=compile, threads=threads, min_time=min_time,
+                     memory=memory, progress=report)
+
+
+def _parse_batches(batch) -> list[int]:
+    items = batch.split(",") if isinstance(batch, str) else [batch] if isinstance(batch, int) else list(batch)
+    out = []
+    for item in items:
+        try:
+            n = int(str(item).strip())
+        except ValueError:
+            raise CgError(f"--batch {item!r} is not a whole number", "--batch", hint="for example --batch 1,8,64") \
+                from None
+        if n < 1:
+            raise CgError(f"--batch sizes are 1 or more, not {n}", "--batch")
+        out.append(n)
+    if not out:
+        raise CgError("--batch needs at least one size", "--batch", hint="for example --batch 1,8,64")
+    return out
 
 
 def _is_spec(x) -> bool:

@@ -38,6 +38,7 @@ def _root(
 # (each command imports what it needs when it runs), so --help and --version start fast; a
 # command module that fails to import is an error, never a silently missing command.
 from . import build_cmd, inspect_cmd, grad_cmd, paths_cmd, graph_cmd, compare_cmd, catalog_cmd  # noqa: E402,F401,I001 - registration order is --help order
+from . import export_cmd, bench_cmd  # noqa: E402,F401,I001 - cgtool export, cgtool bench
 
 
 def main() -> None:

@@ -1,0 +1,550 @@
+"""Eject: a spec as standalone PyTorch source, so a user can leave YAML behind.
+
+One ``nn.Module`` subclass per spec (nested specs first, the top-level class last), with the spec's
+args as constructor arguments whose defaults are the spec's values, so ``Model()`` builds the same
+module tree as ``cgtool build`` and loads the state_dict that ``cgtool build --save`` writes.
+
+The source is generated from what the user wrote, not from the compiled forward: the checked
+forward's AST (``self.NAME`` and ``F.NAME`` already resolved by :mod:`cgtool.lang.check`) with the
+language's names mapped back to PyTorch (a module ``linear`` → ``self.linear``, ``relu`` →
+``torch.relu``, an arg ``d`` → ``self.d``), and the layer constructors as written in the YAML
+(``Conv2d(in_ch, out_ch, 3)`` → ``nn.Conv2d(in_ch, out_ch, 3)``), read again from the spec's file
+because the loaded :class:`~cgtool.spec.Spec` holds only their values. None of the guards of the
+compiled code (loop caps, size caps on products and powers) is kept: the result is plain PyTorch.
+"""
+from __future__ import annotations
+
+import ast
+import os
+import re
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import CgError
+from ..lang.allowlist import CONSTANT_NAMES, FUNCTIONS
+from ..spec import Layer, Spec, TensorSpec, yamlpos
+from ..spec.values import HELPERS
+
+# Names the generated file uses itself: a spec arg or variable of the same name gets a trailing _.
+_RESERVED = frozenset({"self", "super", "torch", "nn", "F", "math", "OrderedDict", "range", "len", "int", "float",
+                       "bool", "abs", "min", "max", "round", "sum", "zip", "enumerate"})
+# Functions that are Python's when their first argument is not a tensor (see allowlist._tensor_or_python).
+_TENSOR_OR_PYTHON = frozenset({"sum", "max", "min", "round"})
+_PYTHON = frozenset({"len", "enumerate", "zip", "int", "float", "bool", "abs", "range"})
+_DTYPE_NAMES = {torch.float32: "torch.float32", torch.float64: "torch.float64", torch.float16: "torch.float16",
+                torch.bfloat16: "torch.bfloat16", torch.long: "torch.long", torch.int32: "torch.int32",
+                torch.bool: "torch.bool"}
+
+
+def function_spelling(name: str) -> str:
+    """How plain PyTorch spells the allow-listed function *name* (``relu`` → ``torch.relu``)."""
+    if name in _PYTHON:
+        return name
+    fn = FUNCTIONS[name]
+    if name == "norm":
+        return "torch.norm"
+    if name == "dropout":
+        return "F.dropout"
+    if name in _TENSOR_OR_PYTHON or name in ("zeros", "ones", "rand", "randn", "full", "arange", "eye"):
+        return f"torch.{name}"
+    if getattr(torch, name, None) is fn:
+        return f"torch.{name}"
+    if getattr(F, name, None) is fn:
+        return f"F.{name}"
+    raise CgError(f"export --to python: no PyTorch spelling for the function {name!r}",
+                  hint="this is a bug in cgtool's eject table; please report it")
+
+
+@dataclass
+class PythonSource:
+    """The ejected source: ``code`` defines ``classes`` (the top-level one, ``top``, last)."""
+
+    code: str
+    top: str
+    classes: list[str] = field(default_factory=list)
+
+
+def eject(spec: Spec, text: str, file: str, *, inputs: dict | None = None) -> PythonSource:
+    """The source of *spec* (loaded from *text*, read from *file*) as plain PyTorch classes.
+
+    *inputs*: name → :class:`~cgtool.spec.InputSpec`, named in the module docstring.
+    """
+    raw = yamlpos.load(text, file)
+    ej = _Eject()
+    top = ej.class_for(spec, raw, top=True)
+    return PythonSource(ej.module_source(spec, top, file, inputs or {}), top, [name for name, _ in ej.classes])
+
+
+# --------------------------------------------------------------------------- names and values
+
+
+def _safe(name: str) -> str:
+    return f"{name}_" if name in _RESERVED else name
+
+
+def _class_name(name: str) -> str:
+    cleaned = re.sub(r"\W", "_", name)
+    if not cleaned or cleaned[0].isdigit():
+        cleaned = f"M{cleaned}"
+    return cleaned if cleaned not in _RESERVED else f"{cleaned}Module"
+
+
+class _ValueNames(ast.NodeTransformer):
+    """A spec value's expression over args: args renamed where they clash; constructors as ``nn.NAME``."""
+
+    def __init__(self, constructors: bool):
+        self.constructors = constructors
+
+    def visit_Name(self, node):
+        return ast.copy_location(ast.Name(_safe(node.id), node.ctx), node)
+
+    def visit_Call(self, node):
+        node.args = [self.visit(a) for a in node.args]
+        node.keywords = [self.visit(k) for k in node.keywords]
+        if isinstance(node.func, ast.Name) and node.func.id not in HELPERS and self.constructors:
+            node.func = ast.copy_location(ast.Attribute(ast.Name("nn", ast.Load()), node.func.id, ast.Load()),
+                                          node.func)
+        return node
+
+
+def _expr_code(text: str, *, constructors: bool = False) -> str:
+    stripped = text.strip()
+    if constructors and stripped.isidentifier():
+        stripped += "()"  # `ReLU` means ReLU()
+    tree = ast.parse(stripped, mode="eval")
+    return ast.unparse(_ValueNames(constructors).visit(tree).body)
+
+
+def _value_code(raw, value, env=frozenset()) -> str:
+    """The code of one spec value: its expression over the args in *env* as written (*raw*), or the literal
+    it is (a plain word such as `same` is a string, as :func:`cgtool.spec.values.string_value` reads it)."""
+    if isinstance(raw, bool) or raw is None or isinstance(raw, (int, float)):
+        return repr(raw)
+    if isinstance(raw, str):
+        if isinstance(value, str) and not (raw.strip().isidentifier() and raw.strip() in env):
+            return repr(value)
+        return _expr_code(raw)
+    if isinstance(raw, dict) and len(raw) == 1:  # a named dim in a shape: `B: 2`
+        return _value_code(next(iter(raw.values())), value, env)
+    if isinstance(raw, list):
+        values = list(value) if isinstance(value, (list, tuple)) else [None] * len(raw)
+        inner = ", ".join(_value_code(r, v, env) for r, v in zip(raw, values))
+        return f"({inner},)" if isinstance(value, tuple) and len(raw) == 1 else \
+            f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
+    return repr(value)
+
+
+def _path_code(root: str, dotted: str) -> str:
+    """``self`` + ``h.0.weight`` → ``self.h[0].weight``."""
+    out = root
+    for part in dotted.split("."):
+        out += f"[{part}]" if part.isdigit() else f".{part}" if part.isidentifier() else f"[{part!r}]"
+    return out
+
+
+# --------------------------------------------------------------------------- classes
+
+
+@dataclass
+class _Arg:
+    name: str  # as the generated code names it
+    default: str  # code
+
+
+class _Eject:
+    def __init__(self):
+        self.classes: list[tuple[str, str]] = []  # (name, source), in definition order
+        self.keys: dict[tuple, str] = {}
+        self.uses_ordered_dict = False
+
+    def class_for(self, spec: Spec, raw, *, top: bool = False, inherited: bool = False) -> str:
+        """The class of *spec* (defined once per spec file or inline spec), its definition emitted first."""
+        key = (spec.file, str(spec.loc), spec.name)
+        if key in self.keys:
+            return self.keys[key]
+        taken = {name for name, _ in self.classes}
+        base = _class_name(spec.name)
+        name, n = base, 2
+        while name in taken:
+            name, n = f"{base}{n}", n + 1
+        self.keys[key] = name
+        args = self._args(spec, raw, top=top, inherited=inherited)
+        self.classes.append((name, ""))  # reserve the name; nested classes defined while building come first
+        source = _ClassWriter(self, spec, raw, name, args).source()
+        self.classes = [c for c in self.classes if c[0] != name] + [(name, source)]
+        return name
+
+    def _args(self, spec: Spec, raw, *, top: bool, inherited: bool) -> list[_Arg]:
+        """Constructor arguments: the top spec's values (with --arg applied) as defaults; a nested spec file's
+        or inline spec's own defaults, computed as the loader computes them: in order, from the defaults before
+        them (`ff: 4 * d` is 4 × the file's own d, whatever d the including spec passes)."""
+        if top or inherited:
+            return [_Arg(_safe(k), repr(v)) for k, v in spec.args.items()]
+        raw_args = (raw.get("args") or {}) if isinstance(raw, dict) else {}
+        env: dict = {}
+        for k, r in raw_args.items():
+            env[k] = _default(r, env, spec)
+        return [_Arg(_safe(k), repr(env.get(k, v))) for k, v in spec.args.items()]
+
+    def module_source(self, spec: Spec, top: str, file: str, inputs: dict) -> str:
+        body = "\n\n\n".join(source for _, source in self.classes)
+        shown = ", ".join(f"{n} {list(i.shape)} {str(i.dtype).replace('torch.', '')}" for n, i in inputs.items())
+        header = [f'"""{spec.name}, ejected from {os.path.basename(file)} by `cgtool export --to python`: plain '
+                  "PyTorch, no cgtool needed.", "",
+                  "The weights `cgtool build SPEC --save weights.pt` writes load into it:",
+                  f"    model = {top}()",
+                  '    model.load_state_dict(torch.load("weights.pt"))']
+        if shown:
+            header.append(f"Example inputs: {shown}.")
+        header.append('"""')
+        imports = []
+        if re.search(r"\bmath\.", body):
+            imports.append("import math")
+        if self.uses_ordered_dict:
+            imports.append("from collections import OrderedDict")
+        if imports:
+            imports.append("")
+        imports += ["import torch"]
+        if re.search(r"\bF\.", body):
+            imports.append("import torch.nn.functional as F")
+        imports.append("from torch import nn")
+        return "\n".join(header + imports) + "\n\n\n" + body + "\n"
+
+
+def _default(raw, env: dict, spec: Spec):
+    """A spec arg's default value from its YAML, as :mod:`cgtool.spec.load` reads it."""
+    if isinstance(raw, list):
+        return [_default(r, env, spec) for r in raw]
+    if isinstance(raw, str):
+        from ..spec.values import string_value
+
+        return string_value(raw, env, spec.loc, what="arg")
+    return raw
+
+
+class _ClassWriter:
+    """One class: ``__init__`` (args, layers, constants, parameters, ties) and ``forward``."""
+
+    def __init__(self, ej: _Eject, spec: Spec, raw, name: str, args: list[_Arg]):
+        self.ej, self.spec, self.raw, self.name, self.args = ej, spec, raw, name, args
+
+    def source(self) -> str:
+        spec = self.spec
+        base = {"sequential": "nn.Sequential", "modulelist": "nn.ModuleList", "moduledict": "nn.ModuleDict",
+                "module": "nn.Module"}[spec.kind]
+        doc = spec.description or f"{spec.name} ({spec.kind})"
+        lines = [f"class {self.name}({base}):", f'    """{_doc(doc)}"""', ""]
+        params = ", ".join(["self"] + [f"{a.name}={a.default}" for a in self.args])
+        lines.append(f"    def __init__({params}):")
+        body = self._init_body()
+        lines += [_indent(b, 8) for b in body]
+        if spec.forward is not None:
+            lines.append("")
+            lines += _indent(_ForwardWriter(spec).source(), 4).splitlines()
+        return "\n".join(lines)
+
+    # -- __init__
+    def _init_body(self) -> list[str]:
+        spec = self.spec
+        section = {"sequential": "layers", "modulelist": "layers"}.get(spec.kind, "modules")
+        raw_section = self.raw.get(section) if isinstance(self.raw, dict) else None
+        entries = self._entries(raw_section, section)
+        body: list[str] = []
+        if spec.kind == "module":
+            body.append("super().__init__()")
+            for key, layer, raw_entry, count in entries:
+                if layer.ref is not None:
+                    body.append(f"self.{key} = {_path_code('self', layer.ref)}")
+                else:
+                    body.append(f"self.{key} = {self._layer_code(layer, raw_entry, count, spread=False)}")
+        else:
+            body += self._container(entries)
+        for t in spec.constants.values():
+            raw_t = _get(_get(self.raw, "constants"), t.name)
+            body.append(f"self.register_buffer({t.name!r}, {_tensor_code(t, raw_t, self.spec.args)})")
+        for t in spec.parameters.values():
+            raw_t = _get(_get(self.raw, "parameters"), t.name)
+            body.append(f"self.{t.name} = nn.Parameter({_tensor_code(t, raw_t, self.spec.args)})")
+        for target, source, _ in spec.ties:
+            body.append(f"{_path_code('self', target)} = {_path_code('self', source)}")
+        if spec.forward is not None:
+            read = {n.id for n in ast.walk(spec.forward.tree) if isinstance(n, ast.Name)}
+            hidden = _part_names(spec)
+            for k in spec.args:
+                if k in read and k not in hidden and k not in spec.forward.assigned and k not in spec.input_names:
+                    body.append(f"self.{k} = {_safe(k)}")
+        return body
+
+    def _entries(self, raw_section, section) -> list[tuple]:
+        """(name, layer, raw entry, repeat code or None) per entry as written: a list entry with `repeat: N`
+        is one entry here (the Spec holds its N copies)."""
+        out, seen = [], {}
+        for name, layer in self.spec.layers:
+            if layer.where in seen:
+                continue
+            seen[layer.where] = True
+            raw_entry = _raw_entry(raw_section, layer.where, section)
+            count = None
+            if isinstance(raw_entry, dict) and "repeat" in raw_entry:
+                n = layer.repeat if layer.repeat is not None else \
+                    sum(1 for _, lay in self.spec.layers if lay.where == layer.where)
+                count = _value_code(raw_entry["repeat"], n, self.spec.args)
+            out.append((name, layer, raw_entry, count))
+        return out
+
+    def _container(self, entries) -> list[str]:
+        """``super().__init__(...)`` of a Sequential, ModuleList or ModuleDict; layers a ref names are built
+        first, as locals, so that the ref is the same module."""
+        spec = self.spec
+        body: list[str] = []
+        refs = {lay.ref.split(".")[0] for _, lay, _, _ in entries if lay.ref is not None}
+        local: dict[str, str] = {}  # a layer's key -> its local
+        items = []  # (key or None, code, spread)
+        position = 0
+        args = {a.name for a in self.args}
+        for name, layer, raw_entry, count in entries:
+            key = name if name is not None else str(position)
+            spread = name is None and count is not None  # list `repeat: N`: N entries in a row
+            if layer.ref is not None:
+                head, _, rest = layer.ref.partition(".")
+                code = local[head] + (_path_code("", rest) if rest else "")
+            else:
+                code = self._layer_code(layer, raw_entry, count, spread=spread)
+            if key in refs:
+                var = _safe(name if name is not None else f"layer{key}")
+                while var in args:
+                    var += "_"
+                body.append(f"{var} = {code}")
+                local[key] = code = var
+            items.append((name, code, spread))
+            position += sum(1 for _, lay in spec.layers if lay.where == layer.where) if spread else 1
+        named = any(n is not None for n, _, _ in items)
+        if spec.kind == "moduledict":
+            inner = "".join(f"    {n!r}: {c},\n" for n, c, _ in items)
+            body.append("super().__init__({\n" + inner + "})")
+        elif named:
+            self.ej.uses_ordered_dict = True
+            inner = "".join(f"    ({n!r}, {c}),\n" for n, c, _ in items)
+            body.append("super().__init__(OrderedDict([\n" + inner + "]))")
+        else:
+            inner = "".join(f"    {'*' if s else ''}{c},\n" for _, c, s in items)
+            if spec.kind == "modulelist":
+                body.append("super().__init__([\n" + inner + "])")
+            else:
+                body.append("super().__init__(\n" + inner + ")")
+        return body
+
+    def _layer_code(self, layer: Layer, raw_entry, count: str | None, *, spread: bool) -> str:
+        one = self._one_layer(layer, raw_entry)
+        if count is None:
+            return one
+        copies = f"[{one} for _ in range({count})]"
+        return copies if spread else f"nn.Sequential(*{copies})"
+
+    def _one_layer(self, layer: Layer, raw_entry) -> str:
+        if layer.call is not None:
+            if isinstance(raw_entry, str):
+                return _expr_code(raw_entry, constructors=True)
+            body = {k: v for k, v in raw_entry.items() if k not in ("type", "repeat")}
+            kwargs = ", ".join(f"{k}={_value_code(v, layer.call.kwargs.get(k), self.spec.args)}"
+                               for k, v in body.items())
+            return f"nn.{layer.call.type}({kwargs})"
+        sub = layer.spec
+        body = {k: v for k, v in raw_entry.items() if k != "repeat"}
+        if "spec" in body:  # a spec file: its class takes the args given here
+            sub_raw = _load_include(self.spec.file, body["spec"], sub.file)
+            cls = self.ej.class_for(sub, sub_raw)
+            given = body.get("args") or {}
+            kwargs = ", ".join(f"{_safe(k)}={_value_code(v, sub.args.get(k), self.spec.args)}"
+                               for k, v in given.items())
+            return f"{cls}({kwargs})"
+        if "args" in body:  # an inline spec with args of its own
+            return f"{self.ej.class_for(sub, body)}()"
+        cls = self.ej.class_for(sub, body, inherited=True)  # an inline spec sees its parent's args
+        return f"{cls}({', '.join(f'{_safe(k)}={_safe(k)}' for k in sub.args)})"
+
+
+def _get(mapping, key):
+    return mapping.get(key) if isinstance(mapping, dict) else None
+
+
+def _raw_entry(raw_section, where: str, section: str):
+    """The YAML entry at spec path *where* (``layers[2]``, ``modules.linear``)."""
+    rest = where[len(section):]
+    if rest.startswith("["):
+        return raw_section[int(rest[1:rest.index("]")])]
+    return raw_section[rest[1:]]
+
+
+def _load_include(parent_file: str, path: str, display: str):
+    """The YAML of an included spec file, found as the loader found it (relative to the including file)."""
+    base = os.path.dirname(os.path.realpath(parent_file)) if not parent_file.startswith("<") else os.getcwd()
+    full = os.path.realpath(os.path.join(base, path))
+    try:
+        with open(full, encoding="utf-8") as f:
+            return yamlpos.load(f.read(), display)
+    except OSError as e:
+        raise CgError(f"cannot read included spec {path!r}: {e.strerror}", parent_file) from None
+
+
+def _part_names(spec: Spec) -> set[str]:
+    names = {n for n, _ in spec.layers if n is not None} | set(spec.constants) | set(spec.parameters)
+    container = {"modulelist": "layers", "moduledict": "modules"}.get(spec.kind)
+    return names | ({container} if container else set())
+
+
+def _tensor_code(t: TensorSpec, raw, env) -> str:
+    """A constant's or parameter's initial value, as the builder makes it (the saved state_dict replaces it)."""
+    dtype = f", dtype={_DTYPE_NAMES.get(t.dtype, 'torch.float32')}" if t.dtype is not None else ""
+    shape = _value_code(raw.get("shape"), list(t.shape), env) if isinstance(raw, dict) and "shape" in raw \
+        else repr(list(t.shape))
+    if t.init is None:
+        code = f"torch.tensor({_value_code(raw, t.value, env) if isinstance(raw, list) else repr(t.value)}" \
+               f"{dtype or ', dtype=torch.float32'})"
+    elif t.init == "eye":
+        code = f"torch.eye(*{shape}{dtype})"
+    elif t.init == "full":
+        code = f"torch.full({shape}, {_value_code(_get(raw, 'value'), t.value, env)}{dtype})"
+    elif t.init == "arange":
+        code = f"torch.arange(math.prod({shape}){dtype}).reshape({shape})"
+    else:
+        code = f"torch.{t.init}({shape}{dtype})"
+    if t.scale is not None:
+        code += f" * {_value_code(_get(raw, 'scale'), t.scale, env)}"
+    return code
+
+
+def _doc(text: str) -> str:
+    return " ".join(str(text).split()).replace('"""', "'''").replace("\\", "\\\\")
+
+
+def _indent(text: str, n: int) -> str:
+    pad = " " * n
+    return "\n".join(pad + line if line else line for line in text.splitlines())
+
+
+# --------------------------------------------------------------------------- forward
+
+
+class _ForwardWriter(ast.NodeTransformer):
+    """The checked forward as plain PyTorch: spec names read through ``self``, functions by their
+    PyTorch names, ``a += b`` rebinding ``a`` as the compiled code does."""
+
+    def __init__(self, spec: Spec):
+        prog = spec.forward
+        self.spec = spec
+        self.locals = set(spec.input_names) | set(prog.assigned)
+        self.parts = {n for n, _ in spec.layers if n is not None} | set(spec.constants) | set(spec.parameters)
+        self.container = {"modulelist": "layers", "moduledict": "modules"}.get(spec.kind)
+
+    def source(self) -> str:
+        import copy
+
+        tree = self.visit(copy.deepcopy(self.spec.forward.tree))
+        params = ", ".join(["self"] + [_safe(n) for n in self.spec.input_names])
+        fn = ast.parse(f"def forward({params}):\n    pass").body[0]
+        fn.body = tree.body
+        ast.fix_missing_locations(fn)
+        return _with_comments(ast.unparse(fn), self.spec.forward.source.text)
+
+    def _name(self, node: ast.Name) -> ast.expr:
+        name = node.id
+        if name.startswith("_cg_fn_"):
+            return _code(function_spelling(name[len("_cg_fn_"):]))
+        if name in self.locals or name in ("True", "False", "None"):
+            return ast.Name(_safe(name), node.ctx)
+        if name in self.parts:
+            return ast.Attribute(ast.Name("self", ast.Load()), name, ast.Load())
+        if name == self.container:
+            return ast.Name("self", ast.Load())
+        if name in self.spec.args:
+            return ast.Attribute(ast.Name("self", ast.Load()), name, ast.Load())
+        if name in FUNCTIONS:
+            return _code(function_spelling(name))
+        if name in CONSTANT_NAMES:
+            return _code(f"math.{name}")
+        return ast.Name(_safe(name), node.ctx)
+
+    def visit_Name(self, node):
+        return ast.copy_location(self._name(node), node)
+
+    def _is_function(self, func) -> str | None:
+        """The allow-listed function a call's target names, if it names one (and nothing hides it)."""
+        if not isinstance(func, ast.Name):
+            return None
+        name = func.id
+        if name.startswith("_cg_fn_"):
+            return name[len("_cg_fn_"):]
+        if name in self.locals or name in self.parts or name == self.container or name in self.spec.args:
+            return None
+        return name if name in FUNCTIONS else None
+
+    def visit_Call(self, node):
+        fn = self._is_function(node.func)
+        node.args = [self.visit(a) for a in node.args]
+        node.keywords = [self.visit(k) for k in node.keywords]
+        if fn is None:
+            node.func = self.visit(node.func)
+            return node
+        if fn == "norm" and len(node.args) == 1 and not node.keywords:
+            node.func = _code("torch.linalg.vector_norm")
+        elif fn == "dropout":
+            node.func = _code("F.dropout")
+            if not any(k.arg == "training" for k in node.keywords):
+                node.keywords.append(ast.keyword("training", _code("self.training")))
+        elif fn in _TENSOR_OR_PYTHON and node.args and _python_value(node.args[0]):
+            node.func = ast.Name(fn, ast.Load())
+        else:
+            node.func = _code(function_spelling(fn))
+        return node
+
+    def visit_AugAssign(self, node):
+        self.generic_visit(node)
+        if isinstance(node.target, ast.Name):  # a new value, as in the compiled forward: no in-place update
+            load = ast.Name(node.target.id, ast.Load())
+            return ast.copy_location(ast.Assign([node.target], ast.BinOp(load, node.op, node.value)), node)
+        return node
+
+
+def _python_value(node: ast.expr) -> bool:
+    """Whether an argument is plainly a Python number or sequence (``max(1, T)``, ``sum([a, b])``)."""
+    if isinstance(node, (ast.List, ast.Tuple, ast.ListComp, ast.Constant)):
+        return True
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _PYTHON
+
+
+def _code(text: str) -> ast.expr:
+    return ast.parse(text, mode="eval").body
+
+
+def _with_comments(code: str, original: str) -> str:
+    """The forward's own end-of-line comments, on the generated line that reads like the line they ended
+    (matched in order, so two equal statements keep their own comments)."""
+    written = []  # (statement, comment or None)
+    for line in original.splitlines():
+        head, sep, comment = line.partition("#")
+        if head.strip():
+            quoted = "'" in line or '"' in line  # a # inside a string is no comment
+            written.append((head, comment.strip() if sep and not quoted else None))
+    if not any(c for _, c in written):
+        return code
+    out, at = [], 0
+    for line in code.splitlines():
+        for i in range(at, len(written)):
+            if _same_statement(line, written[i][0]):
+                at = i + 1
+                if written[i][1]:
+                    line = f"{line}  # {written[i][1]}"
+                break
+        out.append(line)
+    return "\n".join(out)
+
+
+def _same_statement(generated: str, written: str) -> bool:
+    def plain(s: str) -> str:
+        s = s.replace("torch.linalg.vector_norm(", "norm(")
+        return re.sub(r"self\.|torch\.nn\.functional\.|nn\.functional\.|torch\.|F\.|\s", "", s)
+
+    return plain(generated) == plain(written)
