@@ -166,3 +166,23 @@ def test_every_configs_page_loads_without_errors(browser, tmp_path, config):
             view.parameters[leaf.label].path_count == 0
     page.close()
     assert errors == [] and requests == [target.as_uri()]
+
+
+def test_clicking_a_folded_block_draws_it_open_and_the_button_folds_it_again(page_of):
+    page = page_of(str(CONFIGS / "gpt2_small.yaml"), "--device", "meta")
+    folded = next(n for n in page.data["nodes"] if n["repeat"])
+    assert (folded["label"], folded["repeat"]) == ("h.0…11", 12)
+    page.click("#" + folded["id"])
+    assert page.get_attribute("body", "data-view") == "h.0…11"
+    shown = set(page.eval_on_selector_all("#canvas g.node text", "els => els.map(e => e.textContent)"))
+    assert {"h.0#1", "h.0.ln_1#1", "h.0.c_attn.weight", "h.0/x"} <= shown  # the first copy, in full
+    assert any(t.startswith("h.1…11") for t in shown) and not any(t.startswith("h.0…11") for t in shown)
+    variant = page.data["variants"]["h.0…11"]
+    weight = next(n["id"] for n in variant["nodes"] if n["label"] == "h.0.c_attn.weight")
+    page.click("#" + weight, force=True)
+    assert weight in highlighted(page)  # the open copy's parameters have their paths too
+    assert "nodes" in page.inner_text("#facts") and str(len(variant["nodes"])) in page.inner_text("#facts")
+    page.click("#fold")
+    assert page.get_attribute("body", "data-view") == ""
+    assert len(page.eval_on_selector_all("#canvas g.node", "els => els")) == len(page.data["nodes"])
+    assert page.errors == []

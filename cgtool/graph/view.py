@@ -36,6 +36,7 @@ from .model import Graph, Node
 MAX_NODES = 400  # a picture with more nodes is refused (--max-nodes raises it)
 TOP_PATHS = 5  # paths listed per parameter on the page
 PAGE_PATHS_SECONDS = 5.0  # time spent listing paths with contributions for the page, at most
+MAX_VARIANTS = 8  # the page opens at most this many folded nodes on click (each is one more layout)
 PAGE_LIST_PATHS = 512  # the page lists a leaf's paths when it has at most this many
 
 
@@ -132,6 +133,8 @@ class GraphView:
     repeats: list[str] = field(default_factory=list)  # labels of the ×N nodes
     highlight: Highlight | None = None
     parameters: dict[str, Highlight] = field(default_factory=dict)  # the page: paths of every leaf
+    opened: list[str] = field(default_factory=list)  # folded nodes drawn open (a variant of the page)
+    variants: dict[str, "GraphView"] = field(default_factory=dict)  # the page: folded node label -> it open
     numeric: bool = True  # values are real (False: meta tensors, or an expression without --at)
 
     def node(self, label: str) -> ViewNode | None:
@@ -325,7 +328,8 @@ def _dtype(n: Node) -> str | None:
 
 
 class _Builder:
-    def __init__(self, g: Graph, root: int, level: str, built=None, *, depth=None, expand=False):
+    def __init__(self, g: Graph, root: int, level: str, built=None, *, depth=None, expand=False,
+                 opened: frozenset[str] = frozenset()):
         if level not in LEVELS:
             raise CgError(f"--level must be one of {', '.join(LEVELS)}, not {level!r}", "--level")
         if depth is not None and depth < 1:
@@ -336,6 +340,7 @@ class _Builder:
         self.rep: dict[int, str] = {}  # graph id -> the key of what it is drawn as
         self.folds: dict[str, dict] = {}  # key of a folded node -> its description
         self.repeats: list[str] = []
+        self.opened = opened  # folds drawn open: a repeated block's first copy, a --depth call's inside
         if not expand:
             self._fold_repeats(built)
         if depth is not None:
@@ -352,12 +357,19 @@ class _Builder:
 
     def _fold_repeats(self, built) -> None:
         for run in _repeat_runs(built):
+            if _run_label(run) in self.opened:
+                run = run[1:]  # the first copy drawn in full, the others folded
+            if not run:
+                continue
             regions = [r for r in self.regions if any(_inside(r.module, m) for m in run)]
             members = set().union(*(r.members for r in regions)) if regions else set()
             if not members:
                 continue
-            label = _run_label(run)
             calls = sorted({r.call for r in regions if r.module in run}, key=lambda c: run.index(_module_of_call(c)))
+            if len(run) == 1:  # one copy left: a folded call
+                self._fold(f"call:{calls[0]}", members, calls[0], run[0], calls)
+                continue
+            label = _run_label(run)
             self._fold(f"repeat:{label}", members, label, run[0].rpartition(".")[0], calls, repeat=len(run))
             if f"repeat:{label}" in self.folds:
                 self.repeats.append(label)
@@ -367,7 +379,7 @@ class _Builder:
         for r in sorted(self.regions, key=lambda r: (_depth(r.module), r.node)):
             # a call at depth N (or below, inside a container that is never called itself) becomes one node;
             # a call that computed one value (a Linear) is one node already, and its parameters stay in view
-            if _depth(r.module) >= depth and r.node not in self.rep and computed(r) > 1:
+            if _depth(r.module) >= depth and r.node not in self.rep and computed(r) > 1 and r.call not in self.opened:
                 self._fold(f"call:{r.call}", r.members, r.call, r.module, [r.call])
 
     def build(self, title: str, source: str) -> GraphView:
@@ -461,8 +473,12 @@ def _check_size(view: GraphView, max_nodes: int | None) -> None:
 
 def spec_view(cap, built=None, *, title: str = "", level: str = "module", depth: int | None = None,
               expand: bool = False, highlight: str | None = None, max_paths: int = 10,
-              max_nodes: int | None = None, all_paths: bool = False, loss: str = "sum") -> GraphView:
-    """The view of a model's captured forward (:class:`cgtool.graph.capture.Capture`)."""
+              max_nodes: int | None = None, all_paths: bool = False, loss: str = "sum",
+              opened: frozenset[str] = frozenset(), variants: bool = True) -> GraphView:
+    """The view of a model's captured forward (:class:`cgtool.graph.capture.Capture`).
+
+    *all_paths* (the page): every leaf's gradient paths, and with *variants*, the same view with each
+    folded node drawn open (up to MAX_VARIANTS), so that the page opens a folded node on click."""
     outputs = [cap.returned] if isinstance(cap.returned, torch.Tensor) else \
         [t for t in (cap.returned or ()) if isinstance(t, torch.Tensor)] if isinstance(cap.returned, (list, tuple)) \
         else []
@@ -474,9 +490,9 @@ def spec_view(cap, built=None, *, title: str = "", level: str = "module", depth:
         near = closest(highlight, list(cap.names), n=5) or leaves[:8]
         raise CgError(f"no value named {highlight!r} in the model", f"--highlight {highlight}",
                       hint=f"names that exist: {', '.join(near)}")
-    b = _Builder(cap.graph, root.id, level, built, depth=depth, expand=expand)
+    b = _Builder(cap.graph, root.id, level, built, depth=depth, expand=expand, opened=frozenset(opened))
     view = b.build(title, "spec")
-    view.depth, view.expand = depth, expand
+    view.depth, view.expand, view.opened = depth, expand, sorted(opened)
     view.numeric = root.value is not None and root.value.device.type != "meta"
     view.control_flow = [ControlFlow(br.kind, br.text, br.loc, br.runs, br.held) for br in cap.branches
                          if br.data_dependent]
@@ -492,6 +508,16 @@ def spec_view(cap, built=None, *, title: str = "", level: str = "module", depth:
             _mark(view, view.highlight)
         if all_paths:
             view.parameters = found
+    if all_paths and variants:
+        folded = [n.label for n in view.nodes if n.folded > 1][:MAX_VARIANTS]
+        for label in folded:
+            try:
+                view.variants[label] = spec_view(
+                    cap, built, title=title, level=level, depth=depth, expand=expand, highlight=highlight,
+                    max_paths=max_paths, max_nodes=max_nodes, all_paths=True, loss=loss,
+                    opened=frozenset(opened) | {label}, variants=False)
+            except CgError:
+                continue  # drawn open it would be over the size limit: the page says to use --expand / --depth
     return view
 
 

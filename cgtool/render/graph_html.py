@@ -1,9 +1,11 @@
 """`cgtool graph --format html`: one self-contained page (no network, no CDN: everything inline).
 
 The layout is Graphviz's (the same SVG as ``--format svg``), and a small script
-(``assets/graph.js``, about 10 KB) adds pan and zoom, hover details (shape, value summary,
+(``assets/graph.js``, about 12 KB) adds pan and zoom, hover details (shape, value summary,
 spec line), a parameter's gradient paths with their contributions on click, collapsing and
-expanding module boxes, and a search box. Graphviz lays out graphs of hundreds of nodes
+expanding module boxes, and a search box. A folded node (a repeated block ×N, a --depth fold)
+opens on click: the page carries, for each (up to 8), the view with it drawn open, laid out
+by Graphviz too (a repeated block shows its first copy in full and the others still folded). Graphviz lays out graphs of hundreds of nodes
 better than a JavaScript layout a page could carry in a few kilobytes, and the page stays
 small: a graph library from npm (dagre, cytoscape, elk) would add 100 KB to 1 MB to every file.
 """
@@ -40,6 +42,14 @@ def _script_json(data) -> str:
 
 def to_html(view: GraphView, svg: str | None = None) -> str:
     svg = svg if svg is not None else layout(to_dot(view), "svg").decode("utf-8")
+    data = graph_json(view)
+    data["variants"] = {}
+    templates = []
+    for i, (label, variant) in enumerate(view.variants.items()):
+        # the view with one folded node drawn open: its own layout, shown when that node is clicked
+        data["variants"][label] = {**graph_json(variant), "template": f"cg-variant-{i}"}
+        templates.append(f'<template id="cg-variant-{i}">{_inline_svg(layout(to_dot(variant), "svg").decode())}'
+                         "</template>")
     facts = (f"{plural(len(view.nodes), 'node')}, {plural(len(view.edges), 'edge')} at the {view.level} level; "
              f"{plural(view.values, 'value')} in this input's graph")
     warning = ""
@@ -59,7 +69,8 @@ def to_html(view: GraphView, svg: str | None = None) -> str:
             "the arrows. Yellow boxes are parameters, grey dashed boxes constants (not trained), blue ovals inputs, "
             "green boxes module calls.</p><p class=\"hint\">Click a parameter or an input: its gradient paths from "
             "the root, with their contributions. Click a module box to collapse or expand it. Hover a node for its "
-            "shape, values and spec line. Scroll to zoom, drag to pan, Esc to clear.</p>")
+            "shape, values and spec line. Click a folded node (a 3-D box, ×N for repeated blocks) to draw it open. "
+            "Scroll to zoom, drag to pan, Esc to clear.</p>")
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -73,10 +84,11 @@ def to_html(view: GraphView, svg: str | None = None) -> str:
 <body>
 <header>
 <h1>{title}</h1>
-<span class="facts">{html.escape(facts)}</span>
+<span class="facts" id="facts">{html.escape(facts)}</span>
 <input id="search" type="search" placeholder="search names (Enter to go)" aria-label="search names">
 <span id="matches" class="facts"></span>
 <button id="fit" type="button">fit</button>
+<button id="fold" type="button" hidden>fold it again</button>
 </header>
 {warning}
 <main>
@@ -86,7 +98,8 @@ def to_html(view: GraphView, svg: str | None = None) -> str:
 </div>
 <aside id="panel">{hint}</aside>
 </main>
-<script type="application/json" id="cg-data">{_script_json(graph_json(view))}</script>
+{"".join(templates)}
+<script type="application/json" id="cg-data">{_script_json(data)}</script>
 <script>
 {_asset("graph.js")}
 </script>

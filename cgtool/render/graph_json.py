@@ -32,6 +32,7 @@ def graph_json(view: GraphView) -> dict:
         "depth": view.depth,
         "expand": view.expand,
         "repeats": view.repeats,
+        "opened": view.opened,
         "nodes": [asdict(n) for n in view.nodes],
         "edges": [asdict(e) for e in view.edges],
         "groups": [asdict(g) for g in view.groups],

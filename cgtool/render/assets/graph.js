@@ -3,17 +3,59 @@
 // Everything it needs is in the page: the view's JSON (#cg-data) and the SVG (ids n3, e4, g0).
 (function () {
   "use strict";
-  var data = JSON.parse(document.getElementById("cg-data").textContent);
+  var page = JSON.parse(document.getElementById("cg-data").textContent);
   var canvas = document.getElementById("canvas");
-  var svg = canvas.querySelector("svg");
   var tip = document.getElementById("tip");
   var panel = document.getElementById("panel");
   var search = document.getElementById("search");
-  var nodes = {}, groups = {};
-  data.nodes.forEach(function (n) { nodes[n.id] = n; });
-  data.groups.forEach(function (g) { groups[g.id] = g; });
-  var collapsed = {};
+  var foldButton = document.getElementById("fold");
   var hint = panel.innerHTML;
+  var shown = { "": canvas.querySelector("svg") };  // variant label -> its SVG element, once made
+  var data, svg, nodes, groups, collapsed, vb, home;
+
+  // ---------------------------------------------------------------- the view shown: the page's, or one folded node drawn open
+  function show(label) {
+    var next = label ? page.variants[label] : page;
+    if (!shown[label]) {
+      var template = document.getElementById(next.template);
+      shown[label] = template.content.firstElementChild.cloneNode(true);
+    }
+    if (svg && svg !== shown[label]) canvas.replaceChild(shown[label], svg);
+    svg = shown[label];
+    data = next;
+    nodes = {}; groups = {}; collapsed = {};
+    data.nodes.forEach(function (n) { nodes[n.id] = n; });
+    data.groups.forEach(function (g) { groups[g.id] = g; });
+    // Graphviz's own tooltips (<title>) would double the hover box
+    Array.prototype.forEach.call(svg.querySelectorAll("title"), function (t) { t.parentNode.removeChild(t); });
+    Array.prototype.forEach.call(svg.querySelectorAll("a"), function (a) {
+      a.removeAttributeNS("http://www.w3.org/1999/xlink", "title");
+      a.removeAttribute("title");
+    });
+    if (!svg.cgHome) {
+      var b = svg.viewBox.baseVal;
+      svg.cgHome = { x: b.x, y: b.y, w: b.width, h: b.height };
+    }
+    home = svg.cgHome;
+    tip.style.display = "none";
+    document.getElementById("facts").textContent = data.nodes.length + (data.nodes.length === 1 ? " node, " : " nodes, ") +
+      data.edges.length + (data.edges.length === 1 ? " edge" : " edges") + " at the " + data.level + " level; " +
+      data.values + " values in this input's graph";
+    foldButton.hidden = !label;
+    if (label) foldButton.textContent = "fold " + label + " again";
+    document.body.setAttribute("data-view", label || "");
+    clear();
+    if (label) {
+      panel.innerHTML = "<h2>" + esc(label) + " drawn open</h2><div>" + (data.opened.length ? esc(describeOpen(label)) : "") +
+        "</div><div class=hint>the button at the top folds it again</div>";
+    }
+  }
+  function describeOpen(label) {
+    var rest = data.nodes.filter(function (n) { return n.repeat; }).map(function (n) { return n.label + " ×" + n.repeat; });
+    return page.nodes.some(function (n) { return n.label === label && n.repeat; })
+      ? "its first copy in full; the other copies folded" + (rest.length ? " (" + rest.join(", ") + ")" : "")
+      : "its inside, modules within folded";
+  }
 
   function el(id) { return svg.getElementById ? svg.getElementById(id) : document.getElementById(id); }
   function esc(s) {
@@ -23,8 +65,6 @@
   function num(x) { return Math.abs(x) >= 1e4 || (Math.abs(x) < 1e-3 && x !== 0) ? x.toExponential(3) : String(+x.toPrecision(4)); }
 
   // ---------------------------------------------------------------- pan and zoom (the viewBox)
-  var vb = svg.viewBox.baseVal;
-  var home = { x: vb.x, y: vb.y, w: vb.width, h: vb.height };
   function box() { var b = svg.viewBox.baseVal; return { x: b.x, y: b.y, w: b.width, h: b.height }; }
   function setBox(b) { svg.setAttribute("viewBox", [b.x, b.y, b.w, b.h].join(" ")); }
   function toSvg(clientX, clientY) {
@@ -71,7 +111,7 @@
     if (n.loc) lines.push(n.loc);
     return lines.join("\n");
   }
-  svg.addEventListener("mousemove", function (ev) {
+  canvas.addEventListener("mousemove", function (ev) {
     var g = ev.target.closest && ev.target.closest("g.node");
     if (!g || !nodes[g.id]) { tip.style.display = "none"; return; }
     var r = canvas.getBoundingClientRect();
@@ -80,13 +120,7 @@
     tip.style.top = (ev.clientY - r.top + 14) + "px";
     tip.style.display = "block";
   });
-  svg.addEventListener("mouseleave", function () { tip.style.display = "none"; });
-  // Graphviz's own tooltips (<title>) would double the hover box
-  Array.prototype.forEach.call(svg.querySelectorAll("title"), function (t) { t.parentNode.removeChild(t); });
-  Array.prototype.forEach.call(svg.querySelectorAll("a"), function (a) {
-    a.removeAttributeNS("http://www.w3.org/1999/xlink", "title");
-    a.removeAttribute("title");
-  });
+  canvas.addEventListener("mouseleave", function () { tip.style.display = "none"; });
 
   // ---------------------------------------------------------------- highlight: a parameter's gradient paths
   function all(sel) { return Array.prototype.slice.call(svg.querySelectorAll(sel)); }
@@ -166,7 +200,7 @@
   }
 
   // ---------------------------------------------------------------- clicks
-  svg.addEventListener("click", function (ev) {
+  canvas.addEventListener("click", function (ev) {
     if (moved) return;
     var g = ev.target.closest && ev.target.closest("g.node, g.cluster");
     if (!g) { clear(); return; }
@@ -177,10 +211,11 @@
     if (h) { highlight(h); return; }
     var own = data.groups.filter(function (grp) { return grp.label === n.label; })[0];
     if (own) { toggle(own.id); return; }
+    if (n.folded > 1 && page.variants[n.label] && !data.opened.length) { show(n.label); return; }
     clear();
     var html = "<h2>" + esc(n.label) + "</h2><pre>" + esc(describe(n)) + "</pre>";
     if (n.repeat) html += "<div class=hint>" + n.repeat + " copies of a repeated block, drawn as one node; cgtool graph --expand draws each</div>";
-    else if (n.folded > 1) html += "<div class=hint>a module folded by --depth; a larger --depth draws its inside</div>";
+    else if (n.folded > 1) html += "<div class=hint>a folded module; a larger --depth draws its inside</div>";
     panel.innerHTML = html;
   });
   document.addEventListener("keydown", function (ev) { if (ev.key === "Escape") { clear(); search.value = ""; } });
@@ -210,6 +245,8 @@
   search.addEventListener("input", function () { find(); if (!search.value) document.getElementById("matches").textContent = ""; });
   search.addEventListener("keydown", function (ev) { if (ev.key === "Enter") { var hits = find(); if (hits.length) centre(hits[0]); } });
 
+  foldButton.addEventListener("click", function () { show(""); fit(); });
+  show("");
   fit();
   document.body.setAttribute("data-ready", "yes");
 })();
