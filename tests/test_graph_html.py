@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -148,8 +149,11 @@ def test_every_configs_page_loads_without_errors(browser, tmp_path, config):
     from cgtool.render.graph_html import to_html
 
     view = cgtool.graph(str(CONFIGS / config), device="cpu" if config in REAL else "meta", page=True)
+    html = to_html(view)
+    assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
+    assert not re.search(r"""(src|href)\s*=\s*["'](https?:)?//""", html), "the page loads nothing from a network"
     target = tmp_path / "page.html"
-    target.write_text(to_html(view), encoding="utf-8")
+    target.write_text(html, encoding="utf-8")
     page = browser.new_page(viewport={"width": 1024, "height": 700})
     errors, requests = [], []
     page.on("console", lambda m: errors.append(m.text) if m.type in ("error", "warning") else None)
