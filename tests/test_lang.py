@@ -243,3 +243,15 @@ def test_tests_compare_numbers_with_the_same_answers():
     assert fn(torch.full((2,), 3.0), torch.ones(1)) == 3 + 100
     with pytest.raises(RuntimeError, match="ambiguous"):
         compile_fn("if x > 0:\n    x = x + 1\nreturn x")(torch.ones(3), torch.ones(1))
+
+
+def test_a_forward_may_start_with_comment_lines():
+    # two comment lines before the first statement put the body below the def's own last line: an internal
+    # error ("AST node line range (10, 9) is not valid") before the fix
+    import cgtool
+
+    spec = ("name: T\nkind: module\ninputs: {x: [2, 4]}\nmodules:\n  lin: Linear(4, 4)\nforward: |\n"
+            "  # one\n  # two\n  # three\n  h = lin(x)\n  return h\n")
+    built = cgtool.build_model(spec, file="t.yaml")
+    x = torch.randn(2, 4)
+    torch.testing.assert_close(built.module(x), built.module.lin(x))

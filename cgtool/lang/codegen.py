@@ -186,6 +186,8 @@ def _function(lowered: ast.Module, args: list[str], prelude: list[str]) -> ast.F
                 n.col_offset = n.end_col_offset = 0
     fn_def.body = pre + lowered.body
     fn_def.lineno = first_line
+    # the def spans its body: a forward that starts with comment lines starts its body below line 2
+    fn_def.end_lineno = max([first_line] + [getattr(s, "end_lineno", None) or first_line for s in lowered.body])
     return fn_def
 
 
