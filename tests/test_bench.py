@@ -31,7 +31,7 @@ def test_bench_json_per_batch():
     assert [c["batch"] for c in data["cases"]] == [1, 3]
     for c in data["cases"]:
         assert c["pass"] == "forward" and c["mode"] == "eager" and c["compile_s"] is None
-        assert c["median_s"] > 0 and c["iqr_s"] >= 0 and c["runs"] >= c["blocks"] >= 1
+        assert c["median_s"] > 0 and c["iqr_s"] >= 0 and c["runs"] >= c["blocks"] >= 5
         assert c["samples_per_s"] == pytest.approx(c["batch"] / c["median_s"])
 
 

@@ -21,6 +21,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
 # Specs too big to allocate twice (the built model and the ejected one) on a test machine.
 TOO_BIG = {"llama7b.yaml": "6.7 B parameters (27 GB in float32): meant for --device meta"}
+# Specs that take CI tens of seconds at full size (mostly random initialisation, twice) are built smaller with
+# --arg, for `build --save` and `export` alike: the same structure, the --arg values becoming the defaults.
+SMALLER = {"transformer_encoder.yaml": ["layers=2"], "llama_block.yaml": ["dim=512", "hidden=1376", "heads=8"],
+           "gpt2_small.yaml": ["layers=2"]}
 
 
 def _import(path: str, name: str):
@@ -53,9 +57,11 @@ def test_eject_round_trip(config, tmp_path):
     identical outputs; the source imports neither cgtool nor yaml and calls no guard helper."""
     weights = tmp_path / "weights.pt"
     source = tmp_path / "ejected.py"
-    r = runner.invoke(app, ["build", config, "--save", str(weights)])
+    smaller = SMALLER.get(os.path.basename(config), [])
+    args = [a for item in smaller for a in ("--arg", item)]
+    r = runner.invoke(app, ["build", config, "--save", str(weights), *args])
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["export", config, "--to", "python", "-o", str(source)])
+    r = runner.invoke(app, ["export", config, "--to", "python", "-o", str(source), *args])
     assert r.exit_code == 0, r.output
     code = source.read_text()
     tree = ast.parse(code)
@@ -68,7 +74,7 @@ def test_eject_round_trip(config, tmp_path):
     top = getattr(mod, classes[-1])()
     missing = top.load_state_dict(torch.load(weights))
     assert not missing.missing_keys and not missing.unexpected_keys
-    built = _build(config)
+    built = _build(config, args=smaller)
     inputs = _tensors(built)
     args = [inputs[n] for n in built.input_names]
     want = _outputs(built.module, args)

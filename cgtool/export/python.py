@@ -180,8 +180,11 @@ class _Eject:
         """Constructor arguments: the top spec's values (with --arg applied) as defaults; a nested spec file's
         or inline spec's own defaults, computed as the loader computes them: in order, from the defaults before
         them (`ff: 4 * d` is 4 × the file's own d, whatever d the including spec passes)."""
-        if top or inherited:
+        if top:
             return [_Arg(_safe(k), repr(v)) for k, v in spec.args.items()]
+        if inherited:  # the parent's args that this inline spec (or any spec inside it) reads
+            read = _words(raw)
+            return [_Arg(_safe(k), repr(v)) for k, v in spec.args.items() if k in read]
         raw_args = (raw.get("args") or {}) if isinstance(raw, dict) else {}
         env: dict = {}
         for k, r in raw_args.items():
@@ -213,6 +216,17 @@ class _Eject:
         return "\n".join(header + imports) + "\n\n\n" + body + "\n"
 
 
+def _words(raw) -> set[str]:
+    """Every name-like word in the strings of a YAML subtree (values and forward text): the args it may read."""
+    if isinstance(raw, str):
+        return set(re.findall(r"[A-Za-z_]\w*", raw))
+    if isinstance(raw, dict):
+        return set().union(*(_words(v) for v in raw.values())) if raw else set()
+    if isinstance(raw, list):
+        return set().union(*(_words(v) for v in raw)) if raw else set()
+    return set()
+
+
 def _default(raw, env: dict, spec: Spec):
     """A spec arg's default value from its YAML, as :mod:`cgtool.spec.load` reads it."""
     if isinstance(raw, list):
@@ -234,7 +248,8 @@ class _ClassWriter:
         spec = self.spec
         base = {"sequential": "nn.Sequential", "modulelist": "nn.ModuleList", "moduledict": "nn.ModuleDict",
                 "module": "nn.Module"}[spec.kind]
-        doc = spec.description or f"{spec.name} ({spec.kind})"
+        where = os.path.basename(spec.loc.file or spec.file) + (f":{spec.loc.line}" if spec.loc.line else "")
+        doc = f"{spec.description.strip()} ({where})" if spec.description else f"The {spec.kind} spec {spec.name} of {where}."
         lines = [f"class {self.name}({base}):", f'    """{_doc(doc)}"""', ""]
         params = ", ".join(["self"] + [f"{a.name}={a.default}" for a in self.args])
         lines.append(f"    def __init__({params}):")
@@ -363,7 +378,8 @@ class _ClassWriter:
         if "args" in body:  # an inline spec with args of its own
             return f"{self.ej.class_for(sub, body)}()"
         cls = self.ej.class_for(sub, body, inherited=True)  # an inline spec sees its parent's args
-        return f"{cls}({', '.join(f'{_safe(k)}={_safe(k)}' for k in sub.args)})"
+        read = _words(body)
+        return f"{cls}({', '.join(f'{_safe(k)}={_safe(k)}' for k in sub.args if k in read)})"
 
 
 def _get(mapping, key):

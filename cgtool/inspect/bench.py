@@ -209,7 +209,7 @@ def bench(built, *, batches: list[int], backward: bool = False, compile: bool = 
                     fn, compile_s = _compiled(module, args, backward, device)
                 call = _call(fn, args, backward, module)
                 try:
-                    timing = measure(lambda: (call(), _sync(device)), min_run_time=min_time, threads=threads)
+                    timing = _measure(lambda: (call(), _sync(device)), min_time, threads)
                     peak = peak_memory(call, device) if memory else None
                 except CgError:
                     raise
@@ -228,6 +228,27 @@ def bench(built, *, batches: list[int], backward: bool = False, compile: bool = 
         module.zero_grad(set_to_none=True)
         torch.set_num_threads(before_threads)
     return result
+
+
+MIN_BLOCKS = 5  # a median and quartiles of fewer timings say little
+
+
+def _measure(fn, min_time: float, threads: int):
+    """:func:`measure`; where a call is so slow that fewer than MIN_BLOCKS blocks fit in *min_time*, MIN_BLOCKS
+    single calls instead (after the warm-up measure did), so the spread is a spread."""
+    import statistics
+
+    from torch.utils.benchmark import Timer
+
+    from .timing import Timing
+
+    timing = measure(fn, min_run_time=min_time, threads=threads)
+    if timing.blocks >= MIN_BLOCKS:
+        return timing
+    timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
+    times = sorted(timer.timeit(1).raw_times[0] for _ in range(MIN_BLOCKS))
+    q1, _, q3 = statistics.quantiles(times, n=4)
+    return Timing(statistics.median(times), q3 - q1, MIN_BLOCKS, MIN_BLOCKS)
 
 
 def _compiled(module, args, backward: bool, device):

@@ -74,7 +74,10 @@ def _verdicts(r: BenchReport) -> list[str]:
         if eager is None or comp is None:
             continue
         ratio = eager.median_s / comp.median_s
-        if ratio >= 1.05:
+        if abs(eager.median_s - comp.median_s) < (eager.iqr_s + comp.iqr_s) / 2:
+            lines.append(f"batch {batch}: the difference ({ratio:.2f}×) is within the spread of the timings; "
+                         "rerun with a larger --min-time, or on a quieter machine")
+        elif ratio >= 1.05:
             saved = eager.median_s - comp.median_s
             calls = comp.compile_s / saved if saved > 0 and comp.compile_s else None
             pays = f"; the compile time is paid back after {human_count(round(calls))} calls" if calls else ""
