@@ -559,9 +559,8 @@ def _model_paths(cap, b: _Builder, view: GraphView, names: list[str], level: str
                     between = edge_index.get((d_vid, s_vid), [])
                     for edge in between:
                         eids.add(edge.id)
-                    if len(between) == 1 and numeric and rg.nodes[v].is_scalar and rg.nodes[d].is_scalar:
-                        labels[between[0].id] = f"∂{rg.nodes[v].label}/∂{rg.nodes[d].label} = " \
-                            f"{P.local_derivative(rg, rg.edges[e]):.6g}"
+                    if len(between) == 1:
+                        labels[between[0].id] = _local_derivative(rg, rg.edges[e], numeric)
         paths, grad = [], None
         listed = k if name == highlight else TOP_PATHS if counts[rroot.id] <= PAGE_LIST_PATHS and \
             time.monotonic() - started < PAGE_PATHS_SECONDS else 0
@@ -580,6 +579,16 @@ def _model_paths(cap, b: _Builder, view: GraphView, names: list[str], level: str
         out[name] = Highlight(name, rroot.label, counts[rroot.id], sorted(vids, key=_idx), sorted(eids, key=_idx),
                               paths, edge_labels=labels)
     return out
+
+
+def _local_derivative(g: Graph, e, numeric: bool) -> str:
+    """∂src/∂dst of a model's edge: a number between scalars, else the Jacobian's shape."""
+    src, dst = g.nodes[e.src], g.nodes[e.dst]
+    head = f"∂{src.label}/∂{dst.label}"
+    if src.is_scalar and dst.is_scalar and numeric:
+        return f"{head} = {P.local_derivative(g, e):.6g}"
+    shape = lambda s: "×".join(str(d) for d in s) or "1"  # noqa: E731
+    return f"{head}: {shape(src.shape)} by {shape(dst.shape)}"
 
 
 def _idx(vid: str) -> int:
