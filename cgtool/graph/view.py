@@ -561,7 +561,7 @@ def _model_paths(cap, b: _Builder, view: GraphView, names: list[str], level: str
                         eids.add(edge.id)
                     if len(between) == 1:
                         labels[between[0].id] = _local_derivative(rg, rg.edges[e], numeric)
-        paths, grad = [], None
+        paths = []
         listed = k if name == highlight else TOP_PATHS if counts[rroot.id] <= PAGE_LIST_PATHS and \
             time.monotonic() - started < PAGE_PATHS_SECONDS else 0
         if counts[rroot.id] and listed:
