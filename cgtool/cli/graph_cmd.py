@@ -63,29 +63,29 @@ def graph_command(
         metavar="SPEC_OR_EXPR", help='A spec file (YAML), - for a spec on stdin, or an expression such as '
         '"y = (x1 + w) * (x2 + w)".', show_default=False)],
     format: Annotated[Optional[Format], typer.Option(
-        "--format", "-f", help="text (default), dot, mermaid, json, svg, png (laid out by Graphviz's dot), or html "
+        "--format", "-f", metavar="FORMAT", help="text (default), dot, mermaid, json, svg, png (laid out by Graphviz's dot), or html "
         "(one self-contained interactive page); default: from the --output suffix.", show_default=False)] = None,
     output: Annotated[Optional[str], typer.Option(
-        "--output", "-o", help="Write to FILE (atomically) instead of stdout.", show_default=False)] = None,
+        "--output", "-o", metavar="FILE", help="Write to FILE (atomically) instead of stdout.", show_default=False)] = None,
     level: Annotated[Optional[Level], typer.Option(
         "--level", help="module: leaves, module calls and named values (as cgtool paths; the default for specs); "
         "op: every operation (the default for expressions).", show_default=False)] = None,
     highlight: Annotated[Optional[str], typer.Option(
-        "--highlight", help="Colour every path from the root to NAME and label its edges with their local "
+        "--highlight", metavar="NAME", help="Colour every path from the root to NAME and label its edges with their local "
         "derivatives.", show_default=False)] = None,
     depth: Annotated[Optional[int], typer.Option(
-        "--depth", min=1, help="Draw each call of a module at depth N (stem: 1, stem.0: 2) as one node, its inside folded.", show_default=False)] = None,
+        "--depth", min=1, metavar="N", help="Draw each call of a module at depth N (stem: 1, stem.0: 2) as one node, its inside folded.", show_default=False)] = None,
     expand: Annotated[bool, typer.Option(
         "--expand", help="Draw every copy of a repeated block (repeat: N) instead of one node ×N.")] = False,
     max_nodes: Annotated[Optional[int], typer.Option(
-        "--max-nodes", min=0, help="Refuse to draw more nodes than this (default 400; 0: no limit).",
+        "--max-nodes", min=0, metavar="N", help="Refuse to draw more nodes than this (default 400; 0: no limit).",
         show_default=False)] = None,
-    max_paths: Annotated[int, typer.Option("--max-paths", min=0, help="Paths listed for --highlight.")] = 10,
+    max_paths: Annotated[int, typer.Option("--max-paths", min=0, metavar="N", help="Paths listed for --highlight.")] = 10,
     at: Annotated[Optional[list[str]], typer.Option(
-        "--at", help="Expressions: a leaf's value, NAME=NUMBER or NAME=JSON list; repeatable (numeric derivatives "
+        "--at", metavar="NAME=VALUE", help="Expressions: a leaf's value, NAME=NUMBER or NAME=JSON list; repeatable (numeric derivatives "
         "beside the symbolic ones).", show_default=False)] = None,
     root: Annotated[Optional[str], typer.Option(
-        "--root", help="Expressions: the value the graph ends at (default: the last assigned name).",
+        "--root", metavar="NAME", help="Expressions: the value the graph ends at (default: the last assigned name).",
         show_default=False)] = None,
     input: InputOpt = None,
     arg: ArgOpt = None,
