@@ -38,12 +38,19 @@ SUFFIXES = {".txt": "text", ".dot": "dot", ".gv": "dot", ".mmd": "mermaid", ".me
             ".json": "json", ".svg": "svg", ".png": "png", ".html": "html", ".htm": "html"}
 
 
-def format_for(fmt: Optional[Format], output: Optional[str], json: bool) -> str:
+class UsageError(CgError):
+    exit_code = 2
+
+
+def format_for(fmt: Optional[str], output: Optional[str], json: bool) -> str:
     """The format: --format, else --json, else the output file's suffix, else text."""
     if fmt is not None:
-        if json and fmt is not Format.json:
-            raise CgError(f"--json and --format {fmt.value} disagree", "--format", hint="give one of them")
-        return fmt.value
+        names = [f.value for f in Format]
+        if fmt.lower() not in names:
+            raise UsageError(f"{fmt!r} is not a format", "--format", hint=f"choose one of {', '.join(names)}")
+        if json and fmt.lower() != "json":
+            raise UsageError(f"--json and --format {fmt} disagree", "--format", hint="give one of them")
+        return fmt.lower()
     if json:
         return "json"
     if output:
@@ -62,7 +69,7 @@ def graph_command(
     spec_or_expr: Annotated[str, typer.Argument(
         metavar="SPEC_OR_EXPR", help='A spec file (YAML), - for a spec on stdin, or an expression such as '
         '"y = (x1 + w) * (x2 + w)".', show_default=False)],
-    format: Annotated[Optional[Format], typer.Option(
+    format: Annotated[Optional[str], typer.Option(
         "--format", "-f", metavar="FORMAT", help="text (default), dot, mermaid, json, svg, png (laid out by Graphviz's dot), or html "
         "(one self-contained interactive page); default: from the --output suffix.", show_default=False)] = None,
     output: Annotated[Optional[str], typer.Option(
@@ -100,7 +107,13 @@ def graph_command(
 ):
     """Draw the computational graph of a spec's forward pass or of an expression: text, DOT, Mermaid, JSON,
     SVG/PNG or an interactive HTML page."""
-    fmt = format_for(format, output, json)
+    try:
+        fmt = format_for(format, output, json)
+    except UsageError as e:  # a usage mistake: exit 2, said in one line
+        from ..render.console import print_error
+
+        print_error(e.message, e.place, e.hint)
+        raise typer.Exit(2) from None
     if fmt == "png" and output is None and sys.stdout.isatty():
         raise CgError("PNG is binary and stdout is a terminal", "--format png", hint="write it with -o FILE.png")
     if fmt in ("svg", "png", "html"):

@@ -6,7 +6,7 @@ import sys
 from ..graph.view import GraphView
 from .console import out, print_json, to_jsonable
 from .output import write_atomically
-from .units import human_bytes
+from .units import human_bytes, plural
 
 FORMATS = ("text", "dot", "mermaid", "json", "svg", "png", "html")
 
@@ -74,4 +74,4 @@ def render_view(view: GraphView, fmt: str, output: str | None = None) -> None:
     data = rendered(view, fmt)
     write_atomically(output, data)
     size = len(data.encode("utf-8") if isinstance(data, str) else data)
-    out().print(f"wrote {output} ({fmt}, {human_bytes(size)}, {len(view.nodes)} nodes)", highlight=False)
+    out().print(f"wrote {output} ({fmt}, {human_bytes(size)}, {plural(len(view.nodes), 'node')})", highlight=False)
