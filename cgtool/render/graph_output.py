@@ -74,4 +74,6 @@ def render_view(view: GraphView, fmt: str, output: str | None = None) -> None:
     data = rendered(view, fmt)
     write_atomically(output, data)
     size = len(data.encode("utf-8") if isinstance(data, str) else data)
-    out().print(f"wrote {output} ({fmt}, {human_bytes(size)}, {plural(len(view.nodes), 'node')})", highlight=False)
+    from rich.markup import escape
+
+    out().print(f"wrote {escape(output)} ({fmt}, {human_bytes(size)}, {plural(len(view.nodes), 'node')})", highlight=False)
