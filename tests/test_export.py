@@ -244,3 +244,65 @@ def test_describe_and_export_agree_on_state_dict_keys(tmp_path):
         result = export(cfg, output=path)
         mod = _import(str(path), f"ejected_keys_{name[:-5]}")
         assert list(getattr(mod, result.classes[-1])().state_dict()) == list(torch.load(saved))
+
+
+ODD = """\
+name: Odd
+kind: module
+args: {d: 6, k: 3, scale: 0.5, mode: fan}
+inputs: {x: [B: 2, d]}
+modules:
+  linear: Linear(d, d)
+  blocks:
+    kind: modulelist
+    layers:
+      - {type: Linear, in_features: d, out_features: d, repeat: k}
+      - {ref: 0}
+    forward: |
+      for i, layer in enumerate(layers):
+          x = layer(x) if i % 2 == 0 else relu(layer(x))
+      return x
+  drop: Dropout(0.1)
+constants:
+  table: {init: full, shape: [d, d], value: 0.25, scale: scale}
+  lit: [[1.0, 2.0], [3.0, 4.0]]
+  steps: {init: arange, shape: [2, d]}
+parameters:
+  gain: {init: ones, shape: [d]}
+  eyes: {init: eye, shape: [d, d], dtype: float64}
+forward: |
+  T = x.shape[0]
+  y = F.linear(x, linear.weight)        # the function, though a module is called linear
+  y += 1
+  z = blocks(y) * gain + mm(y, table)
+  z = z + sum([z, z]) * max(1, T) / pi
+  parts = [z[:, i] for i in range(2)]
+  w = self.linear(dropout(z, 0.1)) + norm(z, dim=1, keepdim=True) + lit.sum() + steps.mean()
+  w = w + mm(w.double(), eyes).float()
+  if mode == 'fan':
+      w = w * scale
+  return w, stack(parts, 1)
+"""
+
+
+def test_eject_language_round_trip(tmp_path):
+    """The forward language's corners: F.linear where a module is called linear, `+=`, Python's sum and max on
+    lists and numbers, pi, a list comprehension, dropout's mode, norm with arguments, an arg read in the
+    forward, constants and parameters of every init (dtype kept), a ref to a copy of a `repeat` list entry."""
+    (tmp_path / "odd.yaml").write_text(ODD)
+    result = export(str(tmp_path / "odd.yaml"), output=tmp_path / "odd.py")
+    code = result.code
+    for text in ("y = F.linear(x, self.linear.weight)  # the function, though a module is called linear",
+                 "y = y + 1", "sum([z, z]) * max(1, T) / math.pi", "F.dropout(z, 0.1, training=self.training)",
+                 "torch.norm(z, dim=1, keepdim=True)", "if self.mode == 'fan':", "layer0[0],",
+                 "torch.arange(math.prod([2, d]), dtype=torch.float32).reshape([2, d])",
+                 "torch.eye(*[d, d], dtype=torch.float64)", "torch.full([d, d], 0.25, dtype=torch.float32) * scale"):
+        assert text in code, text
+    mod = _import(str(tmp_path / "odd.py"), "ejected_odd")
+    built = _build(str(tmp_path / "odd.yaml"))
+    top = mod.Odd()
+    top.load_state_dict(built.module.state_dict())
+    assert list(top.state_dict()) == list(built.module.state_dict())
+    assert top.blocks[3] is top.blocks[0]
+    x = _tensors(built)["x"]
+    assert _same(_outputs(built.module, [x]), _outputs(top, [x]))

@@ -311,30 +311,46 @@ class _ClassWriter:
 
     def _container(self, entries) -> list[str]:
         """``super().__init__(...)`` of a Sequential, ModuleList or ModuleDict; layers a ref names are built
-        first, as locals, so that the ref is the same module."""
+        first, as locals, so that the ref is the same module. A ref names a layer, or a list position, counting
+        each copy a `repeat: N` entry makes (as the loader does)."""
         spec = self.spec
         body: list[str] = []
-        refs = {lay.ref.split(".")[0] for _, lay, _, _ in entries if lay.ref is not None}
-        local: dict[str, str] = {}  # a layer's key -> its local
-        items = []  # (key or None, code, spread)
+        spans = []  # (first position, copies, spread) of each entry
         position = 0
-        args = {a.name for a in self.args}
-        for name, layer, raw_entry, count in entries:
-            key = name if name is not None else str(position)
+        for name, layer, _, count in entries:
             spread = name is None and count is not None  # list `repeat: N`: N entries in a row
+            copies = sum(1 for _, lay in spec.layers if lay.where == layer.where) if spread else 1
+            spans.append((position, copies, spread))
+            position += copies
+
+        def target(ref: str) -> tuple[int, int | None]:
+            """(entry index, copy within a repeated entry or None) that the head of *ref* names."""
+            head = ref.split(".")[0]
+            for i, (name, _, _, _) in enumerate(entries):
+                first, copies, spread = spans[i]
+                if name == head or name is None and head.isdigit() and first <= int(head) < first + copies:
+                    return i, (int(head) - first) if spread else None
+            raise CgError(f"export --to python: ref {ref!r} names no layer", spec.loc)
+
+        targets = {target(lay.ref)[0] for _, lay, _, _ in entries if lay.ref is not None}
+        local: dict[int, str] = {}  # entry index -> its local
+        items = []  # (key or None, code, spread)
+        args = {a.name for a in self.args}
+        for i, (name, layer, raw_entry, count) in enumerate(entries):
+            spread = spans[i][2]
             if layer.ref is not None:
-                head, _, rest = layer.ref.partition(".")
-                code = local[head] + (_path_code("", rest) if rest else "")
+                at, copy = target(layer.ref)
+                rest = layer.ref.partition(".")[2]
+                code = local[at] + (f"[{copy}]" if copy is not None else "") + (_path_code("", rest) if rest else "")
             else:
                 code = self._layer_code(layer, raw_entry, count, spread=spread)
-            if key in refs:
-                var = _safe(name if name is not None else f"layer{key}")
+            if i in targets:
+                var = _safe(name if name is not None else f"layer{spans[i][0]}")
                 while var in args:
                     var += "_"
                 body.append(f"{var} = {code}")
-                local[key] = code = var
+                local[i] = code = var
             items.append((name, code, spread))
-            position += sum(1 for _, lay in spec.layers if lay.where == layer.where) if spread else 1
         named = any(n is not None for n, _, _ in items)
         if spec.kind == "moduledict":
             inner = "".join(f"    {n!r}: {c},\n" for n, c, _ in items)
@@ -414,6 +430,8 @@ def _part_names(spec: Spec) -> set[str]:
 def _tensor_code(t: TensorSpec, raw, env) -> str:
     """A constant's or parameter's initial value, as the builder makes it (the saved state_dict replaces it)."""
     dtype = f", dtype={_DTYPE_NAMES.get(t.dtype, 'torch.float32')}" if t.dtype is not None else ""
+    if not dtype and t.init in ("full", "arange"):  # float32 as the builder makes them, whatever the fill value
+        dtype = ", dtype=torch.float32"
     shape = _value_code(raw.get("shape"), list(t.shape), env) if isinstance(raw, dict) and "shape" in raw \
         else repr(list(t.shape))
     if t.init is None:
