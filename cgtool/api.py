@@ -480,6 +480,41 @@ def _parse_scales(text: str) -> list[float]:
     try:
         scales = [float(s) for s in text.split(",") if s.strip()]
     except ValueError:
+def schema() -> dict:
+    """``cgtool schema``: the JSON Schema (draft 2020-12) of the spec language."""
+    from .spec.schema import spec_schema
+
+    return spec_schema()
+
+
+@dataclass
+class NewSpec:
+    path: str
+    kind: str
+    name: str
+    text: str
+
+
+def new(kind: str, name: str, *, force: bool = False) -> NewSpec:
+    """``cgtool new``: write a commented starter spec of *kind* (sequential, modulelist, moduledict, module) to
+    *name* (``.yaml`` added when it has no suffix), atomically; an existing file is kept unless *force*."""
+    from .render.output import write_atomically
+    from .spec.starters import STARTERS, class_name, starter
+
+    kind = getattr(kind, "value", kind)
+    if kind not in STARTERS:
+        raise CgError(f"unknown kind {kind!r}", "KIND", hint="one of " + ", ".join(STARTERS))
+    if not name or not name.strip():
+        raise CgError("the spec needs a file name", "NAME", hint="e.g. cgtool new sequential my_mlp")
+    path = name if name.endswith((".yaml", ".yml")) else f"{name}.yaml"
+    if os.path.exists(path) and not force:
+        raise CgError("the file exists: not overwritten", path, hint="pick another name, or --force to overwrite it")
+    stem = os.path.splitext(os.path.basename(path))[0]
+    text = starter(kind, class_name(stem), path, stem)
+    write_atomically(path, text, place=path)
+    return NewSpec(path, kind, class_name(stem), text)
+
+
         raise CgError(f"--scales takes numbers separated by commas, not {text!r}", "--scales",
                       hint="e.g. --scales 1,10,100") from None
     if not scales or any(not (s == s and abs(s) != float("inf")) for s in scales):

@@ -39,6 +39,7 @@ def _root(
 # command module that fails to import is an error, never a silently missing command.
 from . import build_cmd, inspect_cmd, grad_cmd, paths_cmd, graph_cmd, compare_cmd, catalog_cmd  # noqa: E402,F401,I001 - registration order is --help order
 from . import export_cmd, bench_cmd  # noqa: E402,F401,I001 - cgtool export, cgtool bench
+from . import project_cmd  # noqa: E402,F401,I001 - cgtool schema, cgtool new
 
 
 def main() -> None:
