@@ -5,11 +5,12 @@ Each case (a batch size; the forward, or forward and backward; eager, or ``torch
 least *min_time* seconds; the median per-call time and the spread between quartiles of the blocks).
 
 Peak memory is what one call allocates on top of what exists before it (the parameters, the inputs),
-at its highest point: activations, temporaries, gradients, the output. On CUDA,
+at its highest point: activations, temporaries, the output, and with --backward the gradients (the previous
+step's are dropped before the measured call, so that they are counted once, as made). On CUDA,
 ``torch.cuda.max_memory_allocated`` minus the allocation before the call. On the CPU there is no such
 counter, so one extra call runs under ``torch.profiler`` with ``profile_memory=True``, and the peak is the
-highest running sum of the bytes torch's CPU allocator handed out and took back, in order (compiled code's
-buffers included). It is tensor memory, not the process's RSS: Python objects, the allocator's cache and
+highest running sum of the bytes torch's CPU allocator handed out and took back, in the order of the
+allocator's own records (compiled code's buffers included). It is tensor memory, not the process's RSS: Python objects, the allocator's cache and
 compiled code are not in it.
 """
 from __future__ import annotations
@@ -134,10 +135,15 @@ def peak_memory(call, device: torch.device) -> int:
     with _stderr_silenced():  # the profiler's C++ side prints `profiler_start` lines on stderr
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             call()
-    events = sorted((e for e in prof.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start)
+    try:  # each allocation (+bytes) and free (-bytes) as the allocator reported it, with its own time
+        records = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                         if e.name() == "[memory]")
+    except AttributeError:  # an older profiler: each op's net allocation, at the op's start (coarser)
+        records = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events()
+                         if e.self_cpu_memory_usage)
     current = top = 0
-    for e in events:
-        current += e.self_cpu_memory_usage
+    for _, nbytes in records:
+        current += nbytes
         top = max(top, current)
     return top
 
@@ -210,7 +216,12 @@ def bench(built, *, batches: list[int], backward: bool = False, compile: bool = 
                 call = _call(fn, args, backward, module)
                 try:
                     timing = _measure(lambda: (call(), _sync(device)), min_time, threads)
-                    peak = peak_memory(call, device) if memory else None
+                    if memory:
+                        # last step's gradients freed outside the measurement: a step's peak counts its own
+                        module.zero_grad(set_to_none=True)
+                        peak = peak_memory(call, device)
+                    else:
+                        peak = None
                 except CgError:
                     raise
                 except RuntimeError as e:
