@@ -10,7 +10,7 @@ app = typer.Typer(
     help="Inspect PyTorch computational graphs and models: build YAML specs, run them, "
     "tabulate parameters, trace gradient paths and draw graphs.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )

@@ -36,8 +36,53 @@ class DType(str, enum.Enum):
     bfloat16 = "bfloat16"
 
 
+def complete_spec(incomplete: str) -> list[str]:
+    """Shell completion of a spec argument: folders and .yaml/.yml files."""
+    import glob
+
+    out = []
+    for path in sorted(glob.glob(glob.escape(incomplete or "") + "*")):
+        if os.path.isdir(path):
+            out.append(path + os.sep)
+        elif path.endswith((".yaml", ".yml")):
+            out.append(path)
+    return out
+
+
+def _spec_being_completed() -> str | None:
+    """The first spec file on the command line being completed (bash: COMP_WORDS; zsh, fish, PowerShell:
+    _TYPER_COMPLETE_ARGS); the completion context does not always carry the argument parsed."""
+    import shlex
+
+    line = os.environ.get("COMP_WORDS") or os.environ.get("_TYPER_COMPLETE_ARGS") or ""
+    try:
+        words = shlex.split(line)
+    except ValueError:
+        words = line.split()
+    return next((w for w in words[1:] if w.endswith((".yaml", ".yml")) and os.path.isfile(w)), None)
+
+
+def complete_names(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Shell completion of --wrt: the parameters, constants and inputs of the spec given before it (built on meta
+    tensors, nothing allocated); nothing when there is no readable spec yet."""
+    spec = ctx.params.get("spec") or _spec_being_completed()
+    if not spec or spec == "-" or not os.path.isfile(spec):
+        return []
+    try:
+        from ..build.model import build_model
+
+        with open(spec, encoding="utf-8") as f:
+            built = build_model(f.read(), file=spec, device="meta", check=False)
+        module = built.module
+        names = [n for n, _ in module.named_parameters(remove_duplicate=False)]
+        names += [n for n, _ in module.named_buffers()] + list(built.input_names)
+    except Exception:  # noqa: BLE001 - a spec with a mistake completes nothing; the command will say why
+        return []
+    return [n for n in dict.fromkeys(names) if n.startswith(incomplete)]
+
+
 SpecArg = Annotated[str, typer.Argument(help="Spec file (YAML), or - to read it from stdin.", show_default=False,
-                                              metavar="SPEC")]
+                                              metavar="SPEC", autocompletion=complete_spec)]
 InputOpt = Annotated[
     Optional[list[str]],
     typer.Option("--input", "-i", help="NAME=SHAPE (2,784) or NAME=FILE.pt|FILE.npy; repeatable.", show_default=False,

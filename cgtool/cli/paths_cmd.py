@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import app
-from .common import ArgOpt, DTypeOpt, InputOpt, JsonOpt, MaxIterationsOpt, MaxMemoryOpt, SeedOpt, SpecArg, handle_errors
+from .common import complete_names, ArgOpt, DTypeOpt, InputOpt, JsonOpt, MaxIterationsOpt, MaxMemoryOpt, SeedOpt, SpecArg, handle_errors
 
 
 class Loss(str, enum.Enum):
@@ -26,7 +26,8 @@ class Level(str, enum.Enum):
 def paths_command(
     spec: SpecArg,
     wrt: Annotated[Optional[str], typer.Option("--wrt", help="A parameter or constant by qualified name "
-                                               "(linear.weight), or an input (x).", show_default=False)] = None,
+                                               "(linear.weight), or an input (x).", show_default=False,
+                                               autocompletion=complete_names)] = None,
     all_: Annotated[bool, typer.Option("--all", help="One row per parameter: paths, uses, gradient norm, and "
                                        "whether any path reaches it (and why not).")] = False,
     loss: Annotated[Loss, typer.Option("--loss", help="Reduction of a non-scalar output to the scalar root.")]
