@@ -28,7 +28,10 @@ def build_command(
     max_memory: MaxMemoryOpt = None,
     max_iterations: MaxIterationsOpt = None,
 ):
-    """Compile SPEC to a torch.nn module, check shapes with a dry run, and show its module tree."""
+    """Compile SPEC to a torch.nn module, check shapes with a dry run, and show its module tree.
+
+    Example: cgtool build configs/mlp.yaml --save mlp.pt
+    """
     from ..api import describe
 
     report = describe(spec, args=arg, inputs=input, device=device, dtype=dtype, seed=seed, save=save,

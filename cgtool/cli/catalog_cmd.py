@@ -16,7 +16,10 @@ def layers_command(
                                                      show_default=False, metavar="PATTERN")] = None,
     json: JsonOpt = False,
 ):
-    """The layer types a spec may use (every torch.nn module class), with constructor signatures."""
+    """The layer types a spec may use (every torch.nn module class), with constructor signatures.
+
+    Example: cgtool layers Conv
+    """
     from ..api import layers
     from ..render.catalog import render_layers
 
@@ -30,7 +33,10 @@ def validate_command(
                                                 metavar="SPEC...")],
     json: JsonOpt = False,
 ):
-    """Check many specs: compile and dry-run each on meta tensors. Exit 1 if any is invalid."""
+    """Check many specs: compile and dry-run each on meta tensors. Exit 1 if any is invalid.
+
+    Example: cgtool validate configs/*.yaml
+    """
     from ..api import validate
     from ..render.catalog import render_validation
 

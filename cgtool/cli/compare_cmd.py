@@ -34,7 +34,10 @@ def compare_command(
     max_iterations: MaxIterationsOpt = None,
 ):
     """Dynamic vs static: the dynamic graph for several inputs, the static capture (or the spec line that
-    prevents it, and why), and forward latency eager vs torch.compile."""
+    prevents it, and why), and forward latency eager vs torch.compile.
+
+    Example: cgtool compare configs/fancy_mlp.yaml --no-compile
+    """
     from ..api import compare
     from ..render.compare import render_compare
 

@@ -33,7 +33,10 @@ def grad_command(
                                                           metavar="N")] = None,
 ):
     """Gradient paths of an expression: each path, its factors, contribution and symbolic form, the sum, and
-    the check against autograd."""
+    the check against autograd.
+
+    Example: cgtool grad "y = (x1 + w) * (x2 + w)" --wrt w
+    """
     from ..api import grad
     from ..errors import CheckFailed
     from ..render.console import print_json

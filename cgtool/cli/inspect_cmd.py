@@ -63,7 +63,10 @@ def params_cmd(
     fmt: FormatOpt = None,
     max_memory: MaxMemoryOpt = None,
 ) -> None:
-    """Parameter table: names, shapes, counts, trainable, dtype, device, shared tensors; buffers apart; totals."""
+    """Parameter table: names, shapes, counts, trainable, dtype, device, shared tensors; buffers apart; totals.
+
+    Example: cgtool params configs/fancy_mlp.yaml --json
+    """
     from ..api import params
     from ..render.console import print_json
     from ..render.params import params_csv, params_json, print_params
@@ -92,7 +95,10 @@ def summary_cmd(
     max_memory: MaxMemoryOpt = None,
     max_iterations: MaxIterationsOpt = None,
 ) -> None:
-    """Per-layer table of one forward pass: input/output shapes, parameters, calls, FLOPs (torch's counter)."""
+    """Per-layer table of one forward pass: input/output shapes, parameters, calls, FLOPs (torch's counter).
+
+    Example: cgtool summary configs/resnet_block.yaml --depth 2
+    """
     from ..api import summary
     from ..render.console import print_json
     from ..render.summary import print_summary, summary_json
@@ -121,7 +127,10 @@ def run_cmd(
     max_memory: MaxMemoryOpt = None,
     max_iterations: MaxIterationsOpt = None,
 ) -> None:
-    """Forward pass on the spec's inputs (seeded random, --input shapes or tensor files); prints or saves the output."""
+    """Forward pass on the spec's inputs (seeded random, --input shapes or tensor files); prints or saves the output.
+
+    Example: cgtool run configs/mlp.yaml -i x=8,784 --output out.pt
+    """
     from ..api import run
     from ..render.console import print_json, print_warning
     from ..render.run import print_run, run_json

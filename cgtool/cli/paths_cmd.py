@@ -61,7 +61,10 @@ def paths_command(
     max_iterations: MaxIterationsOpt = None,
 ):
     """Gradient paths of a model's parameter: exact path count, top paths by contribution, the check against
-    autograd's gradient; --all for every parameter."""
+    autograd's gradient; --all for every parameter.
+
+    Example: cgtool paths configs/fancy_mlp.yaml --wrt linear.weight
+    """
     from ..api import paths
     from ..render.paths import render_paths
     from ..render.progress import StageProgress
