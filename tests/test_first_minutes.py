@@ -139,7 +139,6 @@ forward: |
     ("y = torch.nn.functional.__builtins__", "reserved", None),
     ("y = self.__class__", "reserved: self.__class__", None),
     ("y = self.register_forward_hook", "defines no module, constant or parameter 'register_forward_hook'", None),
-    ("y = self.training", "self.training is not available", "dropout(x, p) already follows"),
     ("y = self", "'self' is not available on its own", None),
     ("y = self.linear.__class__", "attribute .__class__ is not allowed", None),
     ("y = self.linear._parameters", "attribute ._parameters is not allowed", None),
@@ -509,3 +508,36 @@ def test_wording_says_what_yaml_wrote(cli, spec_file):
     assert code == 1 and "a spec must be a mapping with `kind:`, found a list" in err
     code, out, _ = cli("grad", "y = x * 2", "--at", "x=1", "--wrt", "x")
     assert "1 leaf" in out and "1 leaves" not in out
+
+
+def test_pasted_dtypes_and_the_training_flag(spec_file):
+    text = """\
+name: M
+kind: module
+inputs: {x: [2, 4]}
+modules:
+  fc: Linear(4, 4)
+forward: |
+  h = F.dropout(self.fc(x), p=0.5, training=self.training)
+  pos = torch.arange(4, dtype=torch.long)
+  return h + pos.type_as(h) + torch.ones(4, dtype=torch.float32)
+"""
+    model = build_model(spec_file(text)).module
+    x = torch.rand(2, 4)
+    model.eval()
+    torch.testing.assert_close(model(x), model.fc(x) + torch.arange(4.0) + 1)
+    model.train()
+    torch.manual_seed(0)
+    trained = model(x)
+    assert (trained - torch.arange(4.0) - 1 == 0).any()  # dropout zeroed something in training mode
+
+
+@pytest.mark.parametrize("line,hint", [
+    ("y = x.to(torch.float64)", "convert with .float(), .double()"),
+    ("y = x.cuda()", "--device cuda"),
+    ("y = x.numpy()", "-o FILE.npy"),
+])
+def test_common_pytorch_methods_say_what_to_write(cli, spec_file, line, hint):
+    text = f"name: M\nkind: module\ninputs: {{x: [2, 4]}}\nforward: |\n  {line}\n  return y\n"
+    code, _, err = cli("build", spec_file(text))
+    assert code == 1 and hint in err, err

@@ -141,7 +141,8 @@ def dry_run(built: Built, meta_module: nn.Module, meta_builder: Builder) -> Chec
         return Check("skipped", reason="the spec declares no inputs; pass --input x=SHAPE to check shapes")
     meta_inputs = example_inputs(built, device="meta")
     try:
-        with torch.no_grad():
+        # tensors the forward creates (arange(T), zeros(...)) are made on meta too, beside the inputs
+        with torch.no_grad(), torch.device("meta"):
             out, records = run_forward(meta_module, [meta_inputs[n] for n in built.input_names],
                                        files=meta_builder.files, origins=meta_builder.origins, names=built.input_names)
         return Check("passed", "meta", outputs=output_shapes(out), records=records)

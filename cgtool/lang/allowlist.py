@@ -146,6 +146,13 @@ CONSTANT_NAMES = {"pi": math.pi, "inf": math.inf, "e": math.e}
 _PYTHON_ONLY = frozenset({"len", "enumerate", "zip", "int", "float", "bool", "range"})
 _TORCH = frozenset(n for n in FUNCTIONS if n not in _PYTHON_ONLY | {"embedding"} and hasattr(torch, n))
 _FUNCTIONAL = frozenset(n for n in FUNCTIONS if n not in _PYTHON_ONLY and hasattr(F, n))
+# `dtype=torch.long`, `x.to(torch.float32)`-style constants: dtypes, which a program already holds
+# (`x.dtype`). Reached only as torch.NAME: a bare `float`/`int`/`bool` stays Python's.
+TORCH_DTYPES: dict[str, torch.dtype] = {
+    n: getattr(torch, n)
+    for n in ("float32 float64 float16 bfloat16 float double half int64 int32 int16 int8 uint8 long int short bool"
+              ).split()
+}
 QUALIFIED: dict[str, frozenset[str]] = {
     "torch": _TORCH,
     "F": _FUNCTIONAL,

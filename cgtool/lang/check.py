@@ -4,7 +4,8 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 from ..errors import CgError, Loc, did_you_mean
-from .allowlist import ATTRIBUTES, CONSTANT_NAMES, EXPRESSIONS, FORBIDDEN, FUNCTIONS, OPERATORS, QUALIFIED, STATEMENTS
+from .allowlist import (ATTRIBUTES, CONSTANT_NAMES, EXPRESSIONS, FORBIDDEN, FUNCTIONS, OPERATORS, QUALIFIED,
+                        STATEMENTS, TORCH_DTYPES)
 from .limits import DEFAULT_LIMITS, Limits
 
 
@@ -280,7 +281,7 @@ class Checker(ast.NodeVisitor):
         if parts is not None and parts[0] in _NAMESPACE_ROOTS and not self.defines(parts[0]):
             return self.check_qualified(node, parts)
         if node.attr.startswith("_") or node.attr not in ATTRIBUTES:
-            hint = did_you_mean(node.attr, ATTRIBUTES)
+            hint = _ATTRIBUTE_HINTS.get(node.attr) or did_you_mean(node.attr, ATTRIBUTES)
             self.fail(node, f"attribute .{node.attr} is not allowed",
                       hint=hint or "allowed attributes include .shape, .T, .sum(), .view(), .reshape(), .mean()")
         self.visit(node.value)
@@ -294,9 +295,9 @@ class Checker(ast.NodeVisitor):
         if name in self.self_names:
             self.resolved[id(node)] = name
             return
-        if name == "training":
-            self.fail(node, "self.training is not available in the forward language",
-                      hint="dropout(x, p) already follows the module's train/eval mode")
+        if name == "training":  # F.dropout(x, p, training=self.training), as in PyTorch
+            self.resolved[id(node)] = "_cg_training"
+            return
         defined = ", ".join(sorted(self.self_names)) or "nothing"
         hint = did_you_mean(name, self.self_names)
         if hint is None:
@@ -311,6 +312,9 @@ class Checker(ast.NodeVisitor):
         if name.startswith("_"):
             self.fail(node, f"names starting with '_' are reserved: {full}", hint="call an allow-listed function")
         reach = QUALIFIED.get(prefix)
+        if prefix == "torch" and name in TORCH_DTYPES:
+            self.resolved[id(node)] = f"_cg_dtype_{name}"
+            return
         if reach is not None and name in reach and name in self.functions:
             # The program's own `linear` (a module, a variable) hides the function `linear`; the
             # qualified name still means the function, under a name no program can write.
@@ -348,6 +352,23 @@ class Checker(ast.NodeVisitor):
 
 
 _NAMESPACE_ROOTS = frozenset(p.split(".")[0] for p in QUALIFIED)
+
+# What to write instead of tensor methods that PyTorch code often calls but a forward may not.
+_ATTRIBUTE_HINTS = {
+    "to": "convert with .float(), .double(), .half(), .long(), .int(), .bool() or .type_as(y); "
+          "devices are chosen with --device",
+    "cuda": "choose the device with --device cuda", "cpu": "choose the device with --device",
+    "numpy": "return the tensor: cgtool run saves outputs with -o FILE.npy",
+    "tolist": "return the tensor, or read one value with .item()",
+    "new_zeros": "write zeros(shape, dtype=x.dtype) or zeros_like(x)",
+    "new_ones": "write ones(shape, dtype=x.dtype) or ones_like(x)",
+    "new_empty": "write zeros(shape, dtype=x.dtype)",
+    "fill_": "write full_like(x, value)",
+    "zero_": "write zeros_like(x)",
+    "add_": "write x = x + y (in-place updates are not part of the language)",
+    "mul_": "write x = x * y (in-place updates are not part of the language)",
+    "relu_": "write relu(x)",
+}
 
 
 def check_forward(source: Source, known: dict[str, str], *, limits: Limits = DEFAULT_LIMITS) -> Program:

@@ -6,7 +6,7 @@ import copy
 import builtins
 from dataclasses import dataclass, field
 from ..errors import Loc
-from .allowlist import CONSTANT_NAMES, FUNCTIONS, _dropout
+from .allowlist import CONSTANT_NAMES, FUNCTIONS, TORCH_DTYPES, _dropout
 from .check import Program
 from .instrument import OPERATORS, instrument
 from .limits import DEFAULT_LIMITS, Limits, make_guards
@@ -22,6 +22,11 @@ class _Lower(ast.NodeTransformer):
         self.counter = 0
         self.training_expr = training_expr
         self.shadowed = shadowed  # spec names and variables that hide a function of the same name
+
+    def visit_Name(self, node):
+        if node.id == "_cg_training":  # self.training: the module's mode (False in an expression)
+            return ast.copy_location(copy.deepcopy(self.training_expr or ast.Constant(False)), node)
+        return node
 
     def visit_BinOp(self, node):
         node.left = self.visit(node.left)
@@ -200,6 +205,7 @@ def _globals(name: str, limits: Limits, namespace: dict, capture: bool) -> dict:
     glb["dropout"] = _dropout
     # F.linear where the program's own `linear` (a module) hides the function: see check.check_qualified
     glb.update({f"_cg_fn_{n}": glb[n] for n in FUNCTIONS})
+    glb.update({f"_cg_dtype_{n}": dtype for n, dtype in TORCH_DTYPES.items()})  # torch.long, torch.float32
     if capture:
         glb.update(OPERATORS)
     glb.update(namespace)
