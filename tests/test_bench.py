@@ -56,7 +56,9 @@ def test_bench_backward_allocates_gradients():
 def test_bench_compile_reports_compile_time_apart():
     r = runner.invoke(app, ["bench", MLP, "--batch", "2", "--compile", *TINY])
     assert r.exit_code == 0, r.output
-    assert "compiled" in r.stdout and "eager" in r.stdout and "batch 2: compiled" in r.stdout
+    assert "compiled" in r.stdout and "eager" in r.stdout
+    verdict = next(line for line in r.stdout.splitlines() if line.startswith("batch 2: "))
+    assert any(words in verdict for words in ("faster", "slower", "within 5%", "within the spread"))
     data = _bench(MLP, "--batch", "2", "--compile")
     eager, compiled = data["cases"]
     assert eager["mode"] == "eager" and compiled["mode"] == "compiled"
