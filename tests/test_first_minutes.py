@@ -153,6 +153,7 @@ forward: |
     ("y = torch", "unknown name 'torch'", None),
     ("y = getattr(torch, 'load')", "unknown name 'getattr'", None),
     ("y = torch.linalg.norm(x)", "torch.linalg.norm is not allowed", "write norm(...)"),
+    ("y = F.max_pool1d(x, 2)", "F.max_pool1d is not allowed", "declare a MaxPool1d layer in the spec"),
 ])
 def test_the_sandbox_is_unchanged(cli, spec_file, line, message, hint):
     text = f"""\

@@ -329,8 +329,14 @@ class Checker(ast.NodeVisitor):
                     "name, self.name(x) or name(x)")
         else:
             near = did_you_mean(name, sorted(reach if reach is not None else QUALIFIED["torch"]))
-            hint = near or ("a forward may call the allow-listed functions (relu, mm, flatten, softmax, ...) "
-                            "as NAME(...), F.NAME(...) or torch.NAME(...); see cgtool/lang/allowlist.py")
+            layer = _layer_for(name)
+            if layer is not None:  # F.max_pool1d -> a MaxPool1d layer
+                hint = (f"declare a {layer} layer in the spec (under modules: `pool: {layer}(...)`) and call it, "
+                        f"self.pool(x)" + (f"; or {near}" if near else ""))
+            else:
+                hint = near or ("a forward may call the allow-listed functions (relu, mm, flatten, softmax, ...) "
+                                "as NAME(...), F.NAME(...) or torch.NAME(...), and the spec's layers; see "
+                                "cgtool/lang/allowlist.py and `cgtool layers`")
         self.fail(node, f"{full} is not allowed in the forward language", hint=hint)
 
     def visit_Constant(self, node: ast.Constant):
@@ -352,6 +358,14 @@ class Checker(ast.NodeVisitor):
 
 
 _NAMESPACE_ROOTS = frozenset(p.split(".")[0] for p in QUALIFIED)
+
+def _layer_for(function: str) -> str | None:
+    """The torch.nn layer class that does what F.NAME does (max_pool1d -> MaxPool1d), if there is one."""
+    import torch.nn as nn
+
+    key = function.replace("_", "").lower()
+    return next((n for n in dir(nn) if n[:1].isupper() and n.lower() == key), None)
+
 
 # What to write instead of tensor methods that PyTorch code often calls but a forward may not.
 _ATTRIBUTE_HINTS = {
