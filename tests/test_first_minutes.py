@@ -544,3 +544,10 @@ def test_common_pytorch_methods_say_what_to_write(cli, spec_file, line, hint):
     text = f"name: M\nkind: module\ninputs: {{x: [2, 4]}}\nforward: |\n  {line}\n  return y\n"
     code, _, err = cli("build", spec_file(text))
     assert code == 1 and hint in err, err
+
+
+def test_a_bilinear_layer_is_not_silently_zero():
+    from cgtool.inspect.summary import summarize
+
+    s = summarize(torch.nn.Bilinear(3, 3, 2), (torch.rand(2, 3), torch.rand(2, 3)))
+    assert [u.op for u in s.uncounted] == ["aten._trilinear"]

@@ -123,8 +123,11 @@ EXTRA_FLOP_FORMULAS.update({
 #: transforms). One of these that the counter has no formula for is reported as not counted.
 #: Elementwise ops, reductions and norms (linalg_vector_norm too) are not listed: torch's counter
 #: counts them as 0 by convention, and so does every total it gives.
-_WORK_OP = re.compile(r"^_*(mm|bmm|addmm|addbmm|baddbmm|mv|addmv|dot|vdot|matmul|linear|tensordot|einsum|addr|"
-                      r"bilinear|cdist|.*conv(?!ert).*|.*rnn.*|.*lstm.*|.*gru.*|.*attention.*|fft_.*|linalg_(?!.*norm).*)$")
+_WORK_OP = re.compile("^_*(" + "|".join([
+    "mm", "bmm", "addmm", "addbmm", "baddbmm", "mv", "addmv", "dot", "vdot", "matmul", "linear", "tensordot",
+    "einsum", "addr", "bilinear", "trilinear", "cdist", r".*conv(?!ert).*", ".*rnn.*", ".*lstm.*", ".*gru.*",
+    ".*attention.*", "fft_.*", r"linalg_(?!.*norm).*",
+]) + ")$")
 
 
 class _UncountedOps(TorchDispatchMode):
