@@ -45,3 +45,18 @@ def test_completion_can_be_shown_and_version_printed():
     assert r.returncode == 0 and "_CGTOOL_COMPLETE=complete_bash" in r.stdout
     r = subprocess.run([BIN, "--version"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.startswith("cgtool ")
+
+
+def test_piped_tables_keep_one_row_per_line_without_colour():
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "NO_COLOR", "FORCE_COLOR")}
+    r = subprocess.run([BIN, "params", "configs/gpt2_small.yaml", "--device", "meta"], capture_output=True, text=True,
+                       timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "\x1b[" not in r.stdout  # no colour into a pipe
+    import re
+
+    rows = [re.match(r"^(\S+)\s+\[[^\]]*\]\s+([\d,]+)\s", line) for line in r.stdout.splitlines()
+            if line.startswith("h.")]
+    assert len(rows) == 12 * 12 and all(rows)  # 12 blocks of 12 parameters: one whole line each
+    assert {m.group(1) for m in rows} >= {"h.0.ln_1.weight", "h.11.mlp.c_proj.bias"}
+    assert sum(int(m.group(2).replace(",", "")) for m in rows) == 12 * 7_087_872  # GPT-2 small's blocks

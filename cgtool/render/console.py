@@ -1,15 +1,25 @@
 """The consoles. Created per use so that they follow the current sys.stdout/stderr
-(tests swap them); colour and terminal detection (NO_COLOR, pipes, COLUMNS) are rich's."""
+(tests swap them); colour and terminal detection (NO_COLOR, pipes, COLUMNS) are rich's.
+
+Piped output is for grep and awk: with no terminal and no COLUMNS, stdout is as wide as its
+longest line, so a table keeps one row per line and never breaks a name or a number (rich
+would wrap at 80 columns and split ``h.0.ln_1.weight``)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from rich.console import Console
 
+PIPE_WIDTH = 100_000  # "no limit" for a pipe: tables size to their content, lines do not wrap
+
 
 def out() -> Console:
-    return Console(file=sys.stdout, highlight=False, soft_wrap=False)
+    console = Console(file=sys.stdout, highlight=False, soft_wrap=False)
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console = Console(file=sys.stdout, highlight=False, soft_wrap=False, width=PIPE_WIDTH)
+    return console
 
 
 def err() -> Console:
