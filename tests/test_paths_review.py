@@ -362,3 +362,17 @@ def test_no_progress_bar_off_a_terminal_or_under_a_second(monkeypatch):
     with progress_module.StageProgress(delay_s=60.0) as progress:
         progress("the path-length spectrum", 0.5)
     assert buf.getvalue() == ""
+
+
+def test_no_progress_bar_with_json(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import cgtool.render.progress as progress_module
+
+    buf = io.StringIO()
+    monkeypatch.setattr(progress_module, "err", lambda: Console(file=buf, force_terminal=True, width=80))
+    with progress_module.StageProgress(delay_s=0.0, enabled=False) as progress:
+        progress("the path-length spectrum", 0.5)
+    assert buf.getvalue() == ""

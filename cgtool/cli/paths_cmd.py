@@ -69,7 +69,7 @@ def paths_command(
     from ..render.paths import render_paths
     from ..render.progress import StageProgress
 
-    with StageProgress() as progress:
+    with StageProgress(enabled=not json) as progress:
         result = paths(spec, wrt, args=arg, inputs=input, dtype=dtype, seed=seed, loss=loss.value, root=root,
                        level=level.value, max_paths=max_paths, all=all_, by_length=by_length, depth=depth,
                        count=count, sample=sample, max_memory=max_memory, max_iterations=max_iterations,

@@ -14,7 +14,8 @@ class StageProgress:
     fraction done where the stage knows it (``progress("the path-length spectrum", 0.4)``): a bar then, a
     spinner otherwise."""
 
-    def __init__(self, delay_s: float = DELAY_S):
+    def __init__(self, delay_s: float = DELAY_S, *, enabled: bool = True):
+        self.enabled = enabled  # off with --json: a script reads the output, nobody watches it
         self.start = time.monotonic()
         self.delay_s = delay_s
         self.progress = None
@@ -24,7 +25,7 @@ class StageProgress:
 
     def __call__(self, stage: str, fraction: float | None = None) -> None:
         if self.progress is None:
-            if time.monotonic() - self.start < self.delay_s or not self.console.is_terminal:
+            if not self.enabled or time.monotonic() - self.start < self.delay_s or not self.console.is_terminal:
                 return
             from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, \
                 TimeElapsedColumn
