@@ -28,9 +28,13 @@ def parse_bytes(text: str) -> int:
     num = s.rstrip("KMGTIB")
     unit = s[len(num):]
     try:
-        return int(float(num) * units[unit])
+        value = float(num) * units[unit]
     except (ValueError, KeyError):
         raise CgError(f"cannot read memory size {text!r}", "--max-memory", hint="for example 8GB or 512MB") from None
+    if not 0 < value < 1 << 60:  # inf, nan, zero or negative, or past any machine (an exabyte)
+        raise CgError(f"memory size {text!r} is not a positive size a machine can have", "--max-memory",
+                      hint="for example 8GB or 512MB")
+    return int(value)
 
 
 def count_tensors(module: nn.Module, dtype: torch.dtype | None = None) -> tuple[int, int]:

@@ -95,7 +95,8 @@ ArgOpt = Annotated[
 ]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where to build and run.")]
 DTypeOpt = Annotated[Optional[DType], typer.Option("--dtype", help="Floating dtype of parameters and inputs.", show_default=False)]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for weights, constants and random inputs.", metavar="N")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for weights, constants and random inputs.", metavar="N",
+                                      min=0, max=2**63 - 1)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print only JSON on stdout.")]
 MaxMemoryOpt = Annotated[
     Optional[str],

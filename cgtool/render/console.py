@@ -46,14 +46,22 @@ def print_json(data) -> None:
     sys.stdout.flush()
 
 
+def visible(text: str) -> str:
+    """*text* with control characters written as escapes (``\\x1b``): an error quotes what a spec or a file
+    says, and a terminal must not take it as a command (clear the screen, move the cursor, fake output)."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() or ch == " " else ascii(ch)[1:-1] for ch in text)
+
+
 def print_error(message: str, place: str | None = None, hint: str | None = None) -> None:
     from rich.markup import escape
 
     console = err()
     head = f"{place}: {message}" if place else message
-    console.print(f"[bold red]error:[/] {escape(head)}", soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(visible(head))}", soft_wrap=True)
     if hint:
-        console.print(f"  [dim]hint:[/] {escape(hint)}", soft_wrap=True)
+        console.print(f"  [dim]hint:[/] {escape(visible(hint))}", soft_wrap=True)
 
 
 def print_warning(message: str) -> None:

@@ -525,7 +525,11 @@ def _file_layer(body: dict, repeat, where, loc, env, ctx: _Ctx) -> Layer:
               for k, v in sub_args.items()}
     spec = _include(body["spec"], _loc_of(body, "spec", loc), values, ctx, where)
     if "name" in body:
-        spec.name = str(body["name"])
+        name = body["name"]
+        if not isinstance(name, str) or not name.isidentifier():
+            raise CgError(f"{where}.name must be an identifier (the class name of the nested spec), found {name!r}",
+                          _loc_of(body, "name", loc))
+        spec.name = name
     return Layer(where, loc, spec=spec, repeat=repeat)
 
 

@@ -1,0 +1,48 @@
+"""Hardening, a second round (issue 12, first items): options out of range, terminal escapes, nested names."""
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from cgtool.cli import app
+
+ENV = {"COLUMNS": "100", "NO_COLOR": "1"}
+
+
+def cli(*args, input=None, env=None):
+    return CliRunner().invoke(app, list(args), env={**ENV, **(env or {})}, input=input)
+
+
+@pytest.mark.parametrize("size", ["1e400", "-5GB", "0", "nan", "inf MB"])
+def test_max_memory_out_of_range_is_an_error(size):
+    r = cli("build", "configs/mlp.yaml", "--max-memory", size)
+    assert r.exit_code == 1 and r.stderr.startswith("error: --max-memory:") and "internal error" not in r.stderr
+
+
+def test_max_memory_from_the_environment_is_checked_too():
+    r = cli("build", "configs/mlp.yaml", env={"CGTOOL_MAX_MEMORY": "1e400"})
+    assert r.exit_code == 1 and "not a positive size" in r.stderr
+
+
+@pytest.mark.parametrize("seed", [str(2**70), "-1"])
+def test_seed_out_of_range_is_a_usage_error(seed):
+    r = cli("build", "configs/mlp.yaml", "--seed", seed)
+    assert r.exit_code == 2 and "--seed" in r.stderr and "internal error" not in r.stderr
+
+
+def test_a_nested_spec_name_must_be_an_identifier(tmp_path):
+    (tmp_path / "block.yaml").write_text("kind: sequential\nlayers:\n  - ReLU()\n")
+    (tmp_path / "top.yaml").write_text('name: Top\nkind: sequential\ninputs: {x: [2, 4]}\nlayers:\n'
+                                       '  - {spec: block.yaml, name: "\\e[2J\\e[Hall good"}\n')
+    r = cli("build", str(tmp_path / "top.yaml"))
+    assert r.exit_code == 1 and "name must be an identifier" in r.stderr
+    assert "\x1b" not in r.stderr and "\\x1b" in r.stderr
+
+
+def test_errors_never_carry_terminal_escapes():
+    # a forward with a control character in it: the error quotes the line, escaped
+    spec = ('name: T\nkind: module\ninputs: {x: [2, 4]}\nmodules: {l: "Linear(4, 4)"}\n'
+            'forward: "return l(x) \\e[2J +"\n')
+    r = cli("build", "-", input=spec)
+    assert r.exit_code == 1 and r.stderr.startswith("error:")
+    assert "\x1b" not in r.stderr
