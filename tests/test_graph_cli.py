@@ -369,3 +369,17 @@ def test_control_flow_of_an_expression_is_counted(cli):
     assert [n["label"] for n in data["nodes"]] == ["x", "y#2", "y#3", "y#4"]
     more = json.loads(cli("graph", "y = x\nwhile y < 10:\n    y = y * x", "--at", "x=1.5", "--json")[1])
     assert len(more["nodes"]) == 1 + more["control_flow"][0]["held"] > len(data["nodes"])  # x, then one y per turn
+
+
+def test_static_draws_the_captured_program_or_says_which_line_prevents_it(cli):
+    code, out, err = cli("graph", CONFIGS / "mlp.yaml", "--static", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["capturable"] is True and data["level"] == "op"
+    assert {"x", "hidden.weight", "output.bias"} <= {n["label"] for n in data["nodes"]}
+    code, out, err = cli("graph", CONFIGS / "fancy_mlp.yaml", "--static")
+    assert code == 0 and "no static graph" in out and "fancy_mlp.yaml:14" in out and "while norm(x) > 1:" in out
+    code, _, err = cli("graph", CONFIGS / "mlp.yaml", "--static", "--highlight", "x")
+    assert code == 2 and "--highlight is for the dynamic graph" in err
+    code, _, err = cli("graph", LESSON, "--static")
+    assert code == 1 and "an expression has only its dynamic graph" in err

@@ -94,6 +94,9 @@ def graph_command(
     root: Annotated[Optional[str], typer.Option(
         "--root", metavar="NAME", help="Expressions: the value the graph ends at (default: the last assigned name).",
         show_default=False)] = None,
+    static: Annotated[bool, typer.Option(
+        "--static", help="Specs: draw the program torch.export captures ahead of time (op level) instead; a forward "
+        "it cannot capture is a finding, with the line and why (exit 0).")] = False,
     input: InputOpt = None,
     arg: ArgOpt = None,
     device: Annotated[GraphDevice, typer.Option(
@@ -109,6 +112,14 @@ def graph_command(
     SVG/PNG or an interactive HTML page."""
     try:
         fmt = format_for(format, output, json)
+        if static:
+            dynamic_only = [name for name, given in (("--highlight", highlight), ("--depth", depth),
+                                                     ("--expand", expand), ("--level", level), ("--at", at),
+                                                     ("--root", root), ("--device", device is not GraphDevice.cpu)) if given]
+            if dynamic_only:
+                raise UsageError(f"{', '.join(dynamic_only)} {'is' if len(dynamic_only) == 1 else 'are'} for the "
+                                 "dynamic graph, not --static's captured program", "--static",
+                                 hint="drop --static, or " + ("that option" if len(dynamic_only) == 1 else "those"))
     except UsageError as e:  # a usage mistake: exit 2, said in one line
         from ..render.console import print_error
 
@@ -120,6 +131,17 @@ def graph_command(
         from ..render.graph_dot import dot_program
 
         dot_program()  # a missing renderer is said before the model is built
+    if static:
+        from ..api import _is_spec, static_graph
+        from ..render.static import render_static
+
+        if not _is_spec(spec_or_expr):
+            raise CgError("--static draws a spec's captured program; an expression has only its dynamic graph",
+                          "--static", hint=f"no file named {spec_or_expr!r} exists")
+        result = static_graph(spec_or_expr, args=arg, inputs=input, dtype=dtype, seed=seed, max_nodes=max_nodes,
+                              max_memory=max_memory, max_iterations=max_iterations)
+        render_static(result, fmt, output)
+        return
     from ..api import graph
     from ..render.graph_output import render_view
 
