@@ -543,6 +543,8 @@ def static_graph(spec, *, file: str | None = None, args=None, inputs=None, dtype
     built = _build(spec, file=file, args=args, inputs=inputs, dtype=dtype, seed=seed, max_memory=max_memory,
                    max_iterations=max_iterations)
     tensors = _tensors(built)
+    from .spec.yamlpos import MAX_BYTES, read_capped
+
     sc = static_capture(built, tensors)
     if not sc.capturable:
         return StaticGraph(sc, baked=baked_branch(built, tensors, scale=100.0))
@@ -581,18 +583,11 @@ def validate(paths) -> Validation:
 def read_spec(path: str) -> tuple[str, str]:
     """(text, display name) of a spec file; ``-`` reads stdin."""
     if path == "-":
-        return sys.stdin.read(), "<stdin>"
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read(), path
-    except FileNotFoundError:
-        raise CgError("no such file", path, hint="check the path") from None
-    except IsADirectoryError:
-        raise CgError("is a directory, not a spec file", path) from None
-    except UnicodeDecodeError:
-        raise CgError("not a UTF-8 text file", path) from None
-    except OSError as e:
-        raise CgError(f"cannot read: {e.strerror}", path) from None
+        text = sys.stdin.read(MAX_BYTES + 1)  # no further than the cap, whatever is piped in
+        if len(text) > MAX_BYTES:
+            raise CgError(f"the spec on stdin is over the cap of {MAX_BYTES:,} characters", "<stdin>")
+        return text, "<stdin>"
+    return read_capped(path), path
 
 
 def parse_args(items) -> dict:

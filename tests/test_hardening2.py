@@ -46,3 +46,33 @@ def test_errors_never_carry_terminal_escapes():
     r = cli("build", "-", input=spec)
     assert r.exit_code == 1 and r.stderr.startswith("error:")
     assert "\x1b" not in r.stderr
+
+
+def test_a_fifo_or_device_is_not_read(tmp_path):
+    import os
+
+    fifo = tmp_path / "spec.yaml"
+    os.mkfifo(fifo)
+    for path in (str(fifo), "/dev/zero"):
+        r = cli("build", path)
+        assert r.exit_code == 1 and "is not a regular file" in r.stderr
+
+
+def test_an_included_fifo_is_not_read(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "block.yaml")
+    (tmp_path / "top.yaml").write_text("name: Top\nkind: sequential\ninputs: {x: [2, 4]}\nlayers:\n"
+                                       "  - {spec: block.yaml}\n")
+    r = cli("build", str(tmp_path / "top.yaml"))
+    assert r.exit_code == 1 and "is not a regular file" in r.stderr
+
+
+def test_specs_over_the_cap_are_not_read_whole(tmp_path):
+    big = tmp_path / "big.yaml"
+    with open(big, "wb") as f:
+        f.truncate(3_000_000_000)  # a sparse file: 3 GB that would take seconds and gigabytes to read
+    r = cli("build", str(big))
+    assert r.exit_code == 1 and "over the cap" in r.stderr
+    r = cli("build", "-", input="a" * 2_000_001)
+    assert r.exit_code == 1 and "over the cap" in r.stderr

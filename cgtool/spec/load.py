@@ -44,13 +44,7 @@ def _read_source(source, file):
     if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source
                                            and source.endswith((".yaml", ".yml")) and file is None):
         path = os.fspath(source)
-        try:
-            with open(path, encoding="utf-8") as f:
-                return f.read(), path
-        except FileNotFoundError:
-            raise CgError("no such spec file", path) from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise CgError(f"cannot read spec: {e}", path) from None
+        return yamlpos.read_capped(path), path
     if not isinstance(source, str):
         raise CgError(f"a spec is a path or YAML text, not {type(source).__name__}")
     return source, file or "<spec>"
@@ -567,8 +561,10 @@ def _include(path, loc, args, ctx: _Ctx, where) -> Spec:
     if ctx.depth > MAX_DEPTH:
         raise CgError(f"specs are nested more than {MAX_DEPTH} deep", loc)
     try:
-        with open(full, encoding="utf-8") as f:
-            text = f.read()
+        if os.path.exists(full):
+            text = yamlpos.read_capped(full, str(loc))  # a regular file, no further than the cap
+        else:
+            raise FileNotFoundError(full)
     except FileNotFoundError:
         hint = "includes are relative to the including spec's folder"
         if not ctx.stack and str(getattr(loc, "file", loc)).startswith("<"):

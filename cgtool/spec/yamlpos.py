@@ -15,6 +15,39 @@ MAX_BYTES = 2_000_000
 MAX_ALIASES = 200
 
 
+def read_capped(path: str, place: str | None = None) -> str:
+    """A spec file's text, read no further than the cap: a regular file only (a FIFO would block forever, a device
+    such as /dev/zero never ends), at most MAX_BYTES, UTF-8. Mistakes are CgErrors at *place* (the path)."""
+    import os
+    import stat
+
+    place = place or path
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise CgError("no such file", place, hint="check the path") from None
+    except OSError as e:
+        raise CgError(f"cannot read: {e.strerror}", place) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise CgError("is a directory, not a spec file", place)
+    if not stat.S_ISREG(info.st_mode):
+        raise CgError("is not a regular file (a pipe, socket or device): not read", place,
+                      hint="give a spec file, or - to read a spec from stdin")
+    if info.st_size > MAX_BYTES:
+        raise CgError(f"spec is {info.st_size:,} bytes, over the cap of {MAX_BYTES:,}", place)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_BYTES + 1)
+    except OSError as e:
+        raise CgError(f"cannot read: {e.strerror}", place) from None
+    if len(data) > MAX_BYTES:
+        raise CgError(f"spec is over the cap of {MAX_BYTES:,} bytes", place)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CgError("not a UTF-8 text file", place) from None
+
+
 class PosDict(dict):
     """A dict that knows where each of its values was written."""
 
