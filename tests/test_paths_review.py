@@ -40,30 +40,24 @@ forward: |
 """
 
 
-RESIDUAL = """
-name: Residual
-kind: modulelist
-inputs: {x: [2, 3]}
-layers:
-  - {kind: sequential, layers: ['Linear(3, 3)', 'Tanh()'], repeat: 6}
-forward: |
-  for block in layers:
-      x = x + block(x)
-  return x
-"""
+from tests.test_paths_cli import RESIDUAL  # noqa: E402 - the 6-block residual chain of Linear + Tanh
 
 
 # --------------------------------------------------------------------------- 1. no overflow in the spectrum
 
 
-def test_float32_spectrum_far_past_float32_range_is_exact():
-    # h = h + h @ W_i with W_i = -2 I: every block multiplies by I + W = -I, so the gradient is +-1, while the
-    # paths of length L sum to C(n, L) (-2)^L -- up to 1e41 for n = 90, past float32's 3.4e38
-    n = 90
+def cancelling_chain(n: int):
+    """h = h + h @ W_i with W_i = -2 I: every block multiplies by I + W = -I, so the gradient is +-1, while the
+    paths of length L sum to C(n, L) (-2)^L -- up to 1e41 for n = 90, past float32's 3.4e38."""
     text = "h = x" + "".join(f"; h = h + h @ W{i}" for i in range(n)) + "; y = sum(h)"
     values = {"x": torch.ones(1, 2), **{f"W{i}": -2 * torch.eye(2) for i in range(n)}}
     ev = evaluate(parse_expression(text), values)
-    g, root, x = ev.graph, ev.root.id, ev.leaves["x"].id
+    return ev, ev.graph, ev.root.id, ev.leaves["x"].id
+
+
+def test_float32_spectrum_far_past_float32_range_is_exact():
+    n = 90
+    ev, g, root, x = cancelling_chain(n)
     rows = S.length_spectrum(g, root, x, lambda node: node.op == "@")
     assert [r.length for r in rows] == list(range(n + 1))
     for r in rows:
@@ -76,10 +70,7 @@ def test_float32_spectrum_far_past_float32_range_is_exact():
 def test_cli_says_a_cancelling_spectrum_is_not_checkable():
     from cgtool.graph.model_paths import ParameterPaths, _spectrum  # noqa: F401 - the verdict is unit-tested here
     n = 90
-    text = "h = x" + "".join(f"; h = h + h @ W{i}" for i in range(n)) + "; y = sum(h)"
-    values = {"x": torch.ones(1, 2), **{f"W{i}": -2 * torch.eye(2) for i in range(n)}}
-    ev = evaluate(parse_expression(text), values)
-    g, root, x = ev.graph, ev.root.id, ev.leaves["x"].id
+    ev, g, root, x = cancelling_chain(n)
     result = ParameterPaths("x", "y", None, "op", 2**n, 2**0.5, True, "sum over all paths", [], 2**n)
     grad = torch.autograd.grad(ev.root.value, ev.leaves["x"].value, retain_graph=True)[0]
     _spectrum(result, g, g.nodes[root], g.nodes[x], lambda node: node.op == "@", P.path_counts(g, root, x), grad,

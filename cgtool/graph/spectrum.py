@@ -267,15 +267,20 @@ def sample_path(graph: Graph, root: int, target: int, rng: random.Random, counts
     """One path root -> target drawn uniformly among all of them (exactly, with the path counts)."""
     v, chosen = root, []
     while v != target:
-        r = rng.randrange(counts[v])
-        for e in graph.operands[v]:
-            c = counts[graph.edges[e].dst]
-            if r < c:
-                chosen.append(e)
-                v = graph.edges[e].dst
-                break
-            r -= c
+        e = _pick([(e, counts[graph.edges[e].dst]) for e in graph.operands[v]], rng)
+        chosen.append(e)
+        v = graph.edges[e].dst
     return Path(tuple(chosen))
+
+
+def _pick(options: list[tuple[int, int]], rng: random.Random) -> int:
+    """One edge of *options* ``[(edge, weight)]``, drawn with probability weight / total (exact, integer weights)."""
+    r = rng.randrange(sum(w for _, w in options))
+    for e, w in options:
+        if r < w:
+            return e
+        r -= w
+    raise AssertionError("unreachable: r < total")  # pragma: no cover
 
 
 def _magnitude(x) -> float:
@@ -313,13 +318,9 @@ def sample_path_of_length(graph: Graph, root: int, target: int, length: int, rng
                 c = (polys[d] >> (r * bits)) & mask if r >= 0 else 0
                 if c:
                     options.append((e, c))
-        pick = rng.randrange(sum(c for _, c in options))
-        for e, c in options:
-            if pick < c:
-                chosen.append(e)
-                v = graph.edges[e].dst
-                break
-            pick -= c
+        e = _pick(options, rng)
+        chosen.append(e)
+        v = graph.edges[e].dst
     return Path(tuple(chosen))
 
 
