@@ -76,3 +76,33 @@ def test_specs_over_the_cap_are_not_read_whole(tmp_path):
     assert r.exit_code == 1 and "over the cap" in r.stderr
     r = cli("build", "-", input="a" * 2_000_001)
     assert r.exit_code == 1 and "over the cap" in r.stderr
+
+
+def test_a_killed_save_leaves_no_partial_file_behind(tmp_path):
+    # a writer killed with SIGKILL mid-save: its temporary file stays, the target is the old file or none;
+    # the next save removes the leftover of the dead writer, not the one of a live writer
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    target = tmp_path / "weights.pt"
+    code = ("import sys, time\nfrom cgtool.atomic import atomic_file\n"
+            "with atomic_file(sys.argv[1]) as f:\n    f.write(b'x' * 1000)\n    f.flush()\n"
+            "    print('writing', flush=True)\n    time.sleep(60)\n")
+    p = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "writing"
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    left = [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+    assert len(left) == 1 and not target.exists()
+    live = tmp_path / f".weights.pt.{os.getppid()}.abcd.tmp"  # a live writer's file is never touched
+    live.write_bytes(b"busy")
+    r = cli("build", "configs/mlp.yaml", "--save", str(target))
+    assert r.exit_code == 0, r.stderr
+    assert sorted(n for n in os.listdir(tmp_path)) == sorted(["weights.pt", live.name])
+    time.sleep(0)  # (the target is whole: torch can load it)
+    import torch
+
+    assert "hidden.weight" in torch.load(target)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 import os
 import pickle
-import tempfile
 from collections.abc import Mapping
 import torch
 from ..errors import CgError
@@ -288,29 +287,17 @@ def _plain(t: torch.Tensor) -> torch.Tensor:
 
 
 def _write_atomically(payload, suffix: str, path: str, directory: str) -> None:
-    """Write to a temporary file in *directory* and rename it over *path*, so a reader never sees
-    a half-written file and a failure leaves what was there."""
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if suffix in NUMPY_SUFFIXES:
-                import numpy as np
+    """Write to a temporary file beside *path* and rename it over *path* (:mod:`cgtool.atomic`): a reader never
+    sees a half-written file, a failure leaves what was there, and a killed writer's leftovers are swept."""
+    from ..atomic import atomic_file
 
-                np.save(f, payload, allow_pickle=False)
-            else:
-                torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a saved output is an ordinary file
-        os.replace(tmp, path)
-    except OSError as e:
-        _unlink_quietly(tmp)
-        raise CgError(f"cannot write the output: {e.strerror or e}", path) from None
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
+    with atomic_file(path) as f:
+        if suffix in NUMPY_SUFFIXES:
+            import numpy as np
+
+            np.save(f, payload, allow_pickle=False)
+        else:
+            torch.save(payload, f)
 
 
 def save_state_dict(module: torch.nn.Module, path: str, *, device=None, place: str = "--save") -> str:
@@ -327,12 +314,5 @@ def save_state_dict(module: torch.nn.Module, path: str, *, device=None, place: s
     if not path.endswith(TORCH_SUFFIXES):
         raise CgError("weights are saved as a .pt file", place, hint="for example --save weights.pt")
     return save_output(state, path)
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
