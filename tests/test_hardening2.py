@@ -106,3 +106,26 @@ def test_a_killed_save_leaves_no_partial_file_behind(tmp_path):
     import torch
 
     assert "hidden.weight" in torch.load(target)
+
+
+def test_yaml_alias_bombs_and_deep_nesting_are_refused_quickly(tmp_path):
+    import time
+
+    lines = ["name: B", "kind: sequential", "inputs: {x: [2, 4]}", "args:", "  a0: &a0 [1, 1]"]
+    lines += [f"  a{i}: &a{i} [*a{i - 1}, *a{i - 1}]" for i in range(1, 40)]  # 2^40 values once expanded
+    lines += ["layers:", "  - ReLU()"]
+    (tmp_path / "laughs.yaml").write_text("\n".join(lines) + "\n")
+    (tmp_path / "deep.yaml").write_text("x: " + "[" * 50_000 + "\n")
+    for name, needle in (("laughs.yaml", "expands to more than 1,000,000 values"),
+                         ("deep.yaml", "nests more than 200 collections deep")):
+        start = time.monotonic()
+        r = cli("build", str(tmp_path / name))
+        assert r.exit_code == 1 and needle in r.stderr, r.stderr
+        assert time.monotonic() - start < 30  # (was 91 s for the 50,000 brackets)
+
+
+def test_aliases_within_the_caps_still_work(tmp_path):
+    spec = ("name: A\nkind: sequential\nargs:\n  dims: &d [2, 4]\ninputs:\n  x: *d\nlayers:\n  - Linear(4, 4)\n")
+    (tmp_path / "a.yaml").write_text(spec)
+    r = cli("build", str(tmp_path / "a.yaml"))
+    assert r.exit_code == 0, r.stderr

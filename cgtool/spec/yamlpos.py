@@ -130,6 +130,54 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _constr
 _Loader.add_constructor("tag:yaml.org,2002:str", _construct_str)
 
 
+MAX_NODES = 1_000_000  # values of the document once aliases are expanded ("billion laughs" stop here)
+MAX_NESTING = 200  # collections inside collections
+
+
+def _check_events(text: str, file: str) -> None:
+    """Count, from the event stream, the aliases, the nesting depth and the number of values the document
+    has with every alias expanded: an anchor's size is known when its node ends, and an alias adds it."""
+    aliases, total = 0, 0
+    sizes: dict[str, int] = {}  # anchor -> values under it (itself included), aliases expanded
+    stack: list[list] = []  # open collections: [anchor, values under it so far]
+
+    def count(n: int) -> None:
+        nonlocal total
+        total += n
+        if total > MAX_NODES:
+            raise CgError(f"the YAML expands to more than {MAX_NODES:,} values (aliases of aliases)", Loc(file),
+                          hint="write the repeated parts out, or use `repeat:`")
+
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            if aliases > MAX_ALIASES:
+                raise CgError(f"more than {MAX_ALIASES} YAML aliases", Loc(file),
+                              hint="write the repeated parts out, or use `repeat:`")
+            n = sizes.get(event.anchor, 1)
+            count(n)
+            if stack:
+                stack[-1][1] += n
+        elif isinstance(event, yaml.ScalarEvent):
+            if event.anchor:
+                sizes[event.anchor] = 1
+            count(1)
+            if stack:
+                stack[-1][1] += 1
+        elif isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            count(1)
+            stack.append([event.anchor, 1])
+            if len(stack) > MAX_NESTING:
+                raise CgError(f"the YAML nests more than {MAX_NESTING} collections deep", _mark(file, event.start_mark),
+                              hint="a spec needs only a few levels of lists and mappings")
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            anchor, n = stack.pop()
+            if anchor:
+                sizes[anchor] = n
+            if stack:
+                stack[-1][1] += n
+
+
 def load(text: str, file: str) -> object:
     """Load one YAML document with positions; every failure is a CgError with a place."""
     if len(text) > MAX_BYTES:
@@ -137,15 +185,8 @@ def load(text: str, file: str) -> object:
     loader = _Loader(text)
     loader.cg_file = file
     loader.cg_lines = text.splitlines()
-    aliases = 0
     try:
-        # Count aliases before constructing anything.
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            if isinstance(event, yaml.AliasEvent):
-                aliases += 1
-                if aliases > MAX_ALIASES:
-                    raise CgError(f"more than {MAX_ALIASES} YAML aliases", Loc(file),
-                                  hint="write the repeated parts out, or use `repeat:`")
+        _check_events(text, file)  # aliases and nesting, counted before anything is constructed
         data = loader.get_single_data()
     except yaml.constructor.ConstructorError as e:
         mark = e.problem_mark
