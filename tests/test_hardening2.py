@@ -129,3 +129,9 @@ def test_aliases_within_the_caps_still_work(tmp_path):
     (tmp_path / "a.yaml").write_text(spec)
     r = cli("build", str(tmp_path / "a.yaml"))
     assert r.exit_code == 0, r.stderr
+
+
+def test_deeply_nested_expression_is_refused_with_a_short_quote():
+    r = CliRunner().invoke(app, ["grad", "y = " + "(" * 10_000 + "x" + ")" * 10_000, "--wrt", "x"], env=ENV)
+    assert r.exit_code == 1 and "too many nested parentheses" in r.stderr
+    assert len(r.stderr) < 400  # the 20,000-character line is not echoed whole

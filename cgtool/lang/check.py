@@ -50,6 +50,9 @@ class Program:
     has_return: bool = False
 
 
+QUOTE_CHARS = 80  # of a line quoted in a syntax error
+
+
 def parse(
     source: Source,
     known: set[str] | None = None,
@@ -79,8 +82,11 @@ def parse(
         # Quote the program's own line: e.text may have been read from the file named by
         # source.file, whose line e.lineno is some other line (the YAML around a forward).
         lines = source.text.splitlines()
-        text = lines[e.lineno - 1] if e.lineno and 0 < e.lineno <= len(lines) else ""
-        bad = f" in `{text.strip()}`" if text.strip() else ""
+        text = (lines[e.lineno - 1] if e.lineno and 0 < e.lineno <= len(lines) else "").strip()
+        if len(text) > QUOTE_CHARS:  # a long line is quoted around the error, not whole
+            at = max(0, min(len(text) - QUOTE_CHARS, (e.offset or 1) - 1 - QUOTE_CHARS // 2))
+            text = ("…" if at else "") + text[at:at + QUOTE_CHARS] + ("…" if at + QUOTE_CHARS < len(text) else "")
+        bad = f" in `{text}`" if text else ""
         raise CgError(f"syntax error: {e.msg}{bad}", source.loc(e.lineno or 1, e.offset),
                       hint="the forward language is a small subset of Python") from None
     except (ValueError, RecursionError, MemoryError) as e:
