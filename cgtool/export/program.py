@@ -87,7 +87,8 @@ def save_onnx(built, inputs: dict, path: str, *, verify: bool = True) -> Program
         directory = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(directory):
             raise CgError(f"no such folder: {directory}", "--output", hint="create the folder first")
-        with tempfile.TemporaryDirectory(dir=directory, prefix=".cgtool-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="cgtool-onnx-") as tmp:  # torch saves by path; the file is
+            # then written beside its name atomically, so a reader never sees half of it
             scratch = os.path.join(tmp, "model.onnx")
             program.save(scratch)
             with open(scratch, "rb") as f:
