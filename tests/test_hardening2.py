@@ -135,3 +135,32 @@ def test_deeply_nested_expression_is_refused_with_a_short_quote():
     r = CliRunner().invoke(app, ["grad", "y = " + "(" * 10_000 + "x" + ")" * 10_000, "--wrt", "x"], env=ENV)
     assert r.exit_code == 1 and "too many nested parentheses" in r.stderr
     assert len(r.stderr) < 400  # the 20,000-character line is not echoed whole
+
+
+@pytest.mark.parametrize("spec,needle", [
+    ('name: T\nkind: module\ninputs: {x: [2, 4]}\nmodules: {l: "Linear(4, 4)"}\nforward: |\n  break\n  return l(x)\n',
+     "`break` outside a loop"),
+    ('name: T\nkind: module\ninputs: {x: [2, 4]}\nmodules: {l: "Linear(4, 4)"}\nforward: |\n  continue\n'
+     '  return l(x)\n', "`continue` outside a loop"),
+    ("name: T\nkind: sequential\ninputs: {x: [2, 4]}\nlayers:\n  - LazyLinear(4)\n", "LazyLinear infers its sizes"),
+    ("name: T\x01\nkind: sequential\n", "1:8: invalid YAML: the control character U+0001"),
+    ("name: T\x1b[2J\nkind: sequential\n", "control character U+001B"),
+])
+def test_once_internal_errors_are_user_errors(spec, needle):
+    r = cli("build", "-", input=spec)
+    assert r.exit_code == 1 and needle in r.stderr and "internal error" not in r.stderr, r.stderr
+    assert "\x1b" not in r.stderr
+
+
+def test_a_meta_tensor_file_is_refused(tmp_path):
+    import torch
+
+    torch.save(torch.ones(2, 784, device="meta"), tmp_path / "meta.pt")
+    r = cli("run", "configs/mlp.yaml", "-i", f"x={tmp_path / 'meta.pt'}")
+    assert r.exit_code == 1 and "meta tensor" in r.stderr and "--input x=2,784" in r.stderr
+
+
+def test_break_inside_a_loop_still_works():
+    spec = ('name: T\nkind: module\ninputs: {x: [2, 4]}\nmodules: {l: "Linear(4, 4)"}\nforward: |\n'
+            '  for i in range(3):\n      if i > 1:\n          break\n      x = l(x)\n  return x\n')
+    assert cli("build", "-", input=spec).exit_code == 0

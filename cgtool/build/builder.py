@@ -104,6 +104,10 @@ class Builder:
             hint = did_you_mean(call.type, _CLASSES)
             raise CgError(f"{where}: unknown layer type {call.type!r}", call.loc,
                           hint=hint or "any torch.nn module class works; `cgtool layers` lists them")
+        if call.type.startswith("Lazy"):
+            raise CgError(f"{where}: {call.type} infers its sizes at the first call, which a spec cannot inspect "
+                          "before it runs", call.loc,
+                          hint=f"write the sizes: {call.type.removeprefix('Lazy')}(in, out, ...)")
         args = [self._arg(a, where) for a in call.args]
         kwargs = {k: self._arg(v, where) for k, v in call.kwargs.items()}
         for bad in ("device", "dtype"):

@@ -129,6 +129,10 @@ def load_tensor(path: str, name: str) -> torch.Tensor:
     if isinstance(obj, Mapping) and name in obj and isinstance(obj[name], torch.Tensor):
         obj = obj[name]
     if isinstance(obj, torch.Tensor):
+        if obj.device.type == "meta":
+            raise CgError(f"{what}: the .pt file holds a meta tensor (a shape, no values)", path,
+                          hint=f"save a tensor with values, or give the shape instead: --input {name}="
+                          + ",".join(str(d) for d in obj.shape))
         return obj.detach() if obj.requires_grad or isinstance(obj, torch.nn.Parameter) else obj
     if isinstance(obj, Mapping):
         keys = ", ".join(repr(str(k)) for k in list(obj)[:8]) or "none"

@@ -211,15 +211,29 @@ class Checker(ast.NodeVisitor):
             self.fail(node, "for ... else is not allowed")
         self.visit(node.iter)
         self.check_target(node.target)
-        for s in node.body:
-            self.visit(s)
+        self._loop_body(node.body)
 
     def visit_While(self, node):
         if node.orelse:
             self.fail(node, "while ... else is not allowed")
         self.visit(node.test)
-        for s in node.body:
-            self.visit(s)
+        self._loop_body(node.body)
+
+    def _loop_body(self, body):
+        self.loops = getattr(self, "loops", 0) + 1
+        try:
+            for s in body:
+                self.visit(s)
+        finally:
+            self.loops -= 1
+
+    def visit_Break(self, node):
+        if not getattr(self, "loops", 0):
+            self.fail(node, "`break` outside a loop", hint="break ends a for or while loop; use return to end the forward")
+
+    def visit_Continue(self, node):
+        if not getattr(self, "loops", 0):
+            self.fail(node, "`continue` outside a loop", hint="continue goes on with the next turn of a for or while loop")
 
     def visit_Expr(self, node):
         if not isinstance(node.value, ast.Call):

@@ -178,11 +178,22 @@ def _check_events(text: str, file: str) -> None:
                 stack[-1][1] += n
 
 
+def _reader_problem(e) -> str:
+    char = e.character if isinstance(e.character, int) else None
+    return f"the control character U+{char:04X} is not allowed" if char is not None else str(e.reason)
+
+
 def load(text: str, file: str) -> object:
     """Load one YAML document with positions; every failure is a CgError with a place."""
     if len(text) > MAX_BYTES:
         raise CgError(f"spec is {len(text):,} bytes, over the cap of {MAX_BYTES:,}", Loc(file))
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # the reader refuses control characters already here
+    except yaml.reader.ReaderError as e:
+        before = text[:e.position] if isinstance(e.position, int) else ""
+        where = Loc(file, before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1)
+        raise CgError(f"invalid YAML: {_reader_problem(e)}", where,
+                      hint="a spec is UTF-8 text without control characters (tabs and newlines are fine)") from None
     loader.cg_file = file
     loader.cg_lines = text.splitlines()
     try:
