@@ -24,7 +24,7 @@ def export_command(
                                        "constructor arguments); pt2: torch.export.save of the captured program; "
                                        "onnx: the captured program as ONNX (needs the onnx extra).")] = Target.python,
     output: Annotated[Optional[str], typer.Option(
-        "--output", "-o", help="Write to FILE (atomically); python goes to stdout without it.",
+        "--output", "-o", metavar="FILE", help="Write to FILE (atomically); python goes to stdout without it.",
         show_default=False)] = None,
     input: InputOpt = None,
     arg: ArgOpt = None,
@@ -34,7 +34,10 @@ def export_command(
     max_memory: MaxMemoryOpt = None,
     max_iterations: MaxIterationsOpt = None,
 ):
-    """Eject a spec to plain PyTorch source, or write its captured program (pt2, ONNX)."""
+    """Eject a spec to plain PyTorch source, or write its captured program (pt2, ONNX).
+
+    Example: cgtool export configs/mlp.yaml --to python -o mlp_model.py
+    """
     from ..api import export
     from ..render.export import render_export
 

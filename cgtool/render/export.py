@@ -36,7 +36,7 @@ def render_export(result: ExportResult, *, json: bool = False) -> None:
     if result.to == "python":
         console.print(f"wrote {escape(result.output)}: {len(result.classes)} class"
                       f"{'es' if len(result.classes) != 1 else ''} ({escape(', '.join(result.classes))}); "
-                      f"{escape(result.classes[-1])}() is {escape(result.model)}")
+                      f"the model is {escape(result.classes[-1])}(), which loads `cgtool build --save` weights")
         return
     p = result.program
     what = "ONNX graph nodes" if result.to == "onnx" else "operations"
