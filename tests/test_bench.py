@@ -121,3 +121,15 @@ def test_bench_refuses_file_inputs_and_nothing_to_differentiate(tmp_path):
     spec.write_text("name: N\nkind: module\ninputs: {x: [B: 2, 3]}\nforward: |\n  return relu(x)\n")
     r = runner.invoke(app, ["bench", str(spec), "--backward", "--batch", "1"])
     assert r.exit_code == 1 and "does not depend on any parameter" in r.stderr
+
+
+def test_bench_compile_names_data_dependent_lines_quietly():
+    """FancyMLP's `.item()` conditions split the compiled graph: the report names their lines, and torch's own
+    multi-line graph-break warnings stay off stderr."""
+    r = runner.invoke(app, ["bench", os.path.join(ROOT, "configs", "fancy_mlp.yaml"), "--batch", "2", "--compile",
+                            *TINY, "--json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert [d["line"] for d in data["dynamic"]] == [
+        os.path.join(ROOT, "configs", "fancy_mlp.yaml") + ":14:9", os.path.join(ROOT, "configs", "fancy_mlp.yaml") + ":16:6"]
+    assert "Graph break" not in r.stderr and "capture_scalar_outputs" not in r.stderr

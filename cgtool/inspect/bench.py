@@ -56,6 +56,7 @@ class BenchReport:
     machine: str = ""
     torch_version: str = ""
     train_mode_backward: bool = True
+    dynamic: list[dict] = field(default_factory=list)  # control flow reading tensor values: {"kind", "line", "text"}
 
 
 def batch_inputs(built, batch: int) -> tuple[dict, str]:
@@ -196,6 +197,10 @@ def bench(built, *, batches: list[int], backward: bool = False, compile: bool = 
                                  "torch.profiler (profile_memory): peak running sum of torch's CPU allocations "
                                  "during one call; tensors only, not the process's RSS"),
                          machine=_machine(device), torch_version=torch.__version__, train_mode_backward=backward)
+    if compile:  # where the forward reads tensor values, torch.compile splits the graph there (graph breaks)
+        from ..spec.load import data_dependence
+
+        result.dynamic = [{"kind": d.kind, "line": d.line, "text": d.text} for d in data_dependence(built.spec)]
     modes = ["eager", "compiled"] if compile else ["eager"]
     total = len(batches) * len(modes)
     done = 0
@@ -267,18 +272,33 @@ def _compiled(module, args, backward: bool, device):
     seconds its first call took (tracing, code generation, the call)."""
     import torch._dynamo
 
-    torch._dynamo.reset()  # each batch size compiles afresh: its own compile time, no recompilation guards
+    # Each batch size compiles afresh (its own compile time, no recompilation guards). This drops every
+    # compiled function of the process, a caller's too: bench is a measurement, not a library step.
+    torch._dynamo.reset()
     compiled = torch.compile(module, dynamic=False)
     first = _call(compiled, args, backward, module)
+    import logging
+    import warnings
+
+    # torch logs each graph break at length (FancyMLP's `.item()`); the verdict says it in a line
+    loggers = [logging.getLogger(n) for n in ("torch._dynamo", "torch._inductor")]
+    levels = [lg.level for lg in loggers]
     start = time.perf_counter()
     try:
-        first()
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            first()
         _sync(device)
     except CgError:
         raise
     except Exception as e:  # noqa: BLE001 - a compiler failure on this model, in its words
         raise CgError(f"torch.compile failed: {first_line(e)}", "--compile",
                       hint="bench without --compile; on a CPU inductor needs a C++ compiler (gcc)") from None
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
     return compiled, time.perf_counter() - start
 
 

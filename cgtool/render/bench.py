@@ -29,7 +29,7 @@ def bench_json(r: BenchReport) -> dict:
         cases.append(d)
     return {"model": r.model, "device": r.device, "machine": r.machine, "torch": r.torch_version, "dtype": r.dtype,
             "threads": r.threads, "batch_dim": r.batch_dim, "inputs": {str(b): s for b, s in r.inputs.items()},
-            "min_time_s": r.min_time_s, "memory": r.memory, "cases": cases}
+            "min_time_s": r.min_time_s, "memory": r.memory, "dynamic": r.dynamic, "cases": cases}
 
 
 def render_bench(r: BenchReport, *, json: bool = False) -> None:
@@ -83,8 +83,10 @@ def _verdicts(r: BenchReport) -> list[str]:
             pays = f"; the compile time is paid back after {human_count(round(calls))} calls" if calls else ""
             lines.append(f"batch {batch}: compiled is {ratio:.2f}× faster{pays}")
         elif ratio <= 1 / 1.05:
-            lines.append(f"batch {batch}: compiled is {1 / ratio:.2f}× slower — the per-call overhead outweighs "
-                         "what fusing saves at this size")
+            why = ("its forward's control flow reads tensor values (" + ", ".join(d["line"] for d in r.dynamic)
+                   + "), where the compiled graph breaks and Python runs" if r.dynamic else
+                   "the per-call overhead outweighs what fusing saves at this size")
+            lines.append(f"batch {batch}: compiled is {1 / ratio:.2f}× slower — {why}")
         else:
             lines.append(f"batch {batch}: compiled and eager are within 5% of each other")
     return lines
