@@ -399,43 +399,6 @@ def _is_spec(x) -> bool:
     return isinstance(x, str) and (x == "-" or os.path.isfile(x))
 
 
-def layers(pattern: str | None = None) -> list[LayerType]:
-    """``cgtool layers``: the layer types a spec may use (every torch.nn module class), with signatures;
-    *pattern* keeps those whose name contains it (any case)."""
-    return catalogue(pattern)
-
-
-def validate(paths) -> Validation:
-    """``cgtool validate``: compile and dry-run each spec file on meta tensors; a mistake is recorded,
-    not raised."""
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    results = []
-    for path in paths:
-        path = os.fspath(path)
-        try:
-            text, name = read_spec(path)
-            built = build_model(text, file=name, device="meta")
-            results.append(SpecCheck(path, True, check=built.check.status, params=built.param_count))
-        except CgError as e:
-            results.append(SpecCheck(path, False, error=str(e), hint=e.hint))
-    return Validation(results, ok=all(r.ok for r in results))
-
-
-# --------------------------------------------------------------------------- options as the CLI takes them
-
-
-def read_spec(path: str) -> tuple[str, str]:
-    """(text, display name) of a spec file; ``-`` reads stdin."""
-    if path == "-":
-        return sys.stdin.read(), "<stdin>"
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read(), path
-    except FileNotFoundError:
-        raise CgError("no such file", path, hint="check the path") from None
-    except IsADirectoryError:
-        raise CgError("is a directory, not a spec file", path) from None
 def compare(spec, *, file: str | None = None, args=None, inputs=None, scales=None, device="cpu", dtype=None,
             seed: int = 0, compile: bool = True, min_time: float = 0.2, threads: int | None = None, max_memory=None,
             max_iterations: int | None = None):
@@ -480,6 +443,43 @@ def _parse_scales(text: str) -> list[float]:
     try:
         scales = [float(s) for s in text.split(",") if s.strip()]
     except ValueError:
+        raise CgError(f"--scales takes numbers separated by commas, not {text!r}", "--scales",
+                      hint="e.g. --scales 1,10,100") from None
+    if not scales or any(not (s == s and abs(s) != float("inf")) for s in scales):
+        raise CgError(f"--scales takes finite numbers separated by commas, not {text!r}", "--scales",
+                      hint="e.g. --scales 1,10,100")
+    return scales
+
+
+@dataclass
+class StaticGraph:
+    """``cgtool graph SPEC --static``: the captured program's view, or why the forward cannot be captured."""
+
+    capture: object  # cgtool.graph.static.StaticCapture
+    view: object = None  # cgtool.graph.view.GraphView when captured
+    baked: object = None  # cgtool.graph.static.BakedBranch when not: a trace's answer on a scaled input
+
+
+def static_graph(spec, *, file: str | None = None, args=None, inputs=None, dtype=None, seed: int = 0,
+                 max_nodes: int | None = None, max_memory=None, max_iterations: int | None = None) -> StaticGraph:
+    """The static graph of a spec: its forward captured ahead of time with ``torch.export`` (non-strict) and drawn
+    like the dynamic one; for a forward whose control flow reads tensor values (FancyMLP), the spec line that
+    prevents capture, why, torch's error in one line, and a trace's answer on the input scaled by 100 beside
+    eager's. Not being capturable is a finding, not an error."""
+    from .graph.static import baked_branch, static_capture, static_view
+
+    built = _build(spec, file=file, args=args, inputs=inputs, dtype=dtype, seed=seed, max_memory=max_memory,
+                   max_iterations=max_iterations)
+    tensors = _tensors(built)
+    sc = static_capture(built, tensors)
+    if not sc.capturable:
+        return StaticGraph(sc, baked=baked_branch(built, tensors, scale=100.0))
+    where = next(iter(sorted(built.files)), None) if built.files else None
+    title = f"{_title(built)} ({where}), static: torch.export" if where and not where.startswith("<") else \
+        f"{_title(built)}, static: torch.export"
+    return StaticGraph(sc, view=static_view(sc, title=title, max_nodes=max_nodes))
+
+
 def schema() -> dict:
     """``cgtool schema``: the JSON Schema (draft 2020-12) of the spec language."""
     from .spec.schema import spec_schema
@@ -515,45 +515,6 @@ def new(kind: str, name: str, *, force: bool = False) -> NewSpec:
     return NewSpec(path, kind, class_name(stem), text)
 
 
-        raise CgError(f"--scales takes numbers separated by commas, not {text!r}", "--scales",
-                      hint="e.g. --scales 1,10,100") from None
-    if not scales or any(not (s == s and abs(s) != float("inf")) for s in scales):
-        raise CgError(f"--scales takes finite numbers separated by commas, not {text!r}", "--scales",
-                      hint="e.g. --scales 1,10,100")
-    return scales
-
-
-@dataclass
-class StaticGraph:
-    """``cgtool graph SPEC --static``: the captured program's view, or why the forward cannot be captured."""
-
-    capture: object  # cgtool.graph.static.StaticCapture
-    view: object = None  # cgtool.graph.view.GraphView when captured
-    baked: object = None  # cgtool.graph.static.BakedBranch when not: a trace's answer on a scaled input
-
-
-def static_graph(spec, *, file: str | None = None, args=None, inputs=None, dtype=None, seed: int = 0,
-                 max_nodes: int | None = None, max_memory=None, max_iterations: int | None = None) -> StaticGraph:
-    """The static graph of a spec: its forward captured ahead of time with ``torch.export`` (non-strict) and drawn
-    like the dynamic one; for a forward whose control flow reads tensor values (FancyMLP), the spec line that
-    prevents capture, why, torch's error in one line, and a trace's answer on the input scaled by 100 beside
-    eager's. Not being capturable is a finding, not an error."""
-    from .graph.static import baked_branch, static_capture, static_view
-
-    built = _build(spec, file=file, args=args, inputs=inputs, dtype=dtype, seed=seed, max_memory=max_memory,
-                   max_iterations=max_iterations)
-    tensors = _tensors(built)
-    from .spec.yamlpos import MAX_BYTES, read_capped
-
-    sc = static_capture(built, tensors)
-    if not sc.capturable:
-        return StaticGraph(sc, baked=baked_branch(built, tensors, scale=100.0))
-    where = next(iter(sorted(built.files)), None) if built.files else None
-    title = f"{_title(built)} ({where}), static: torch.export" if where and not where.startswith("<") else \
-        f"{_title(built)}, static: torch.export"
-    return StaticGraph(sc, view=static_view(sc, title=title, max_nodes=max_nodes))
-
-
 def layers(pattern: str | None = None) -> list[LayerType]:
     """``cgtool layers``: the layer types a spec may use (every torch.nn module class), with signatures;
     *pattern* keeps those whose name contains it (any case)."""
@@ -582,6 +543,8 @@ def validate(paths) -> Validation:
 
 def read_spec(path: str) -> tuple[str, str]:
     """(text, display name) of a spec file; ``-`` reads stdin."""
+    from .spec.yamlpos import MAX_BYTES, read_capped
+
     if path == "-":
         text = sys.stdin.read(MAX_BYTES + 1)  # no further than the cap, whatever is piped in
         if len(text) > MAX_BYTES:
