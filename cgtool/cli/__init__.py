@@ -43,6 +43,12 @@ from . import project_cmd  # noqa: E402,F401,I001 - cgtool schema, cgtool new
 
 
 def main() -> None:
+    import warnings
+
+    # Python warns about odd literals while parsing a spec value or an expression ("invalid decimal literal"):
+    # the user's input is reported by cgtool's own errors, not by Python's warnings on the terminal
+    warnings.filterwarnings("ignore", category=SyntaxWarning)
+    warnings.filterwarnings("ignore", message="invalid escape sequence", category=DeprecationWarning)
     if "_CGTOOL_COMPLETE" in os.environ:  # shell completion (typer's shells), set up only when a shell asks
         from typer.completion import completion_init
 

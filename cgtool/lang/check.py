@@ -2,6 +2,7 @@
 """
 from __future__ import annotations
 import ast
+import warnings
 from dataclasses import dataclass, field
 from ..errors import CgError, Loc, did_you_mean
 from .allowlist import (ATTRIBUTES, CONSTANT_NAMES, EXPRESSIONS, FORBIDDEN, FUNCTIONS, OPERATORS, QUALIFIED,
@@ -77,7 +78,9 @@ def parse(
         raise CgError(f"program is {len(source.text):,} characters, over the cap of {limits.max_source_chars:,}",
                       source.loc(1))
     try:
-        tree = ast.parse(source.text.replace("\t", "    "), filename=source.file, mode="exec")
+        with warnings.catch_warnings():  # Python's own SyntaxWarnings are not for the user's terminal
+            warnings.simplefilter("ignore")
+            tree = ast.parse(source.text.replace("\t", "    "), filename=source.file, mode="exec")
     except SyntaxError as e:
         # Quote the program's own line: e.text may have been read from the file named by
         # source.file, whose line e.lineno is some other line (the YAML around a forward).
