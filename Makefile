@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-.PHONY: setup demo test bench
+.PHONY: setup demo test bench fuzz
 setup: $(STAMP)
 
 demo: $(STAMP)
@@ -21,3 +21,6 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+
+fuzz: $(STAMP)
+	CGTOOL_FUZZ_EXAMPLES=$${CGTOOL_FUZZ_EXAMPLES:-10000} CGTOOL_FUZZ_RANDOM=1 $(BIN)/python -m pytest -p no:cacheprovider tests/test_fuzz.py
