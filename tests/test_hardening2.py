@@ -164,3 +164,12 @@ def test_break_inside_a_loop_still_works():
     spec = ('name: T\nkind: module\ninputs: {x: [2, 4]}\nmodules: {l: "Linear(4, 4)"}\nforward: |\n'
             '  for i in range(3):\n      if i > 1:\n          break\n      x = l(x)\n  return x\n')
     assert cli("build", "-", input=spec).exit_code == 0
+
+
+def test_a_forward_too_big_for_the_cap_is_refused_before_it_runs():
+    # 3,000,000 x 784 inputs (8.76 GiB) fit a 12 GB cap, but the forward also holds [3000000, 256] values:
+    # refused in seconds (before: 56 s at 15.5 GB, no warning)
+    r = cli("run", "configs/mlp.yaml", "-i", "x=3000000,784", "--max-memory", "12GB")
+    assert r.exit_code == 1 and "a forward pass on these inputs needs about 14.48 GiB" in r.stderr
+    assert r.stderr.startswith("error: --input x:") and "hidden [3000000, 256]" in r.stderr
+    assert cli("run", "configs/mlp.yaml", "-i", "x=2000,784", "--max-memory", "12GB").exit_code == 0

@@ -102,7 +102,38 @@ def build_model(source, *, file: str | None = None, args: dict | None = None, de
                   param_count=params, param_bytes=nbytes)
     if check:
         built.check = dry_run(built, meta_module, meta_builder)
+        if dev.type != "meta":
+            _check_activations(built, nbytes, input_bytes(declared, given, dtype),
+                               max_bytes if max_bytes is not None else default_max_bytes())
     return built
+
+
+def _check_activations(built: Built, nbytes: int, inputs: dict[str, int], cap: int) -> None:
+    """A forward holds at least its parameters, its inputs and, at some moment, the largest value it computes
+    and the one it was computed from: refuse before running it when that is over the cap (the shape check on
+    meta tensors knows every module's output shape). An estimate from below: the true peak can be higher."""
+    check = built.check
+    if check is None or check.status != "passed" or not check.records:
+        return
+    element = torch.empty((), dtype=built.dtype or torch.float32).element_size()
+    biggest, where = 0, None
+    for path, record in check.records.items():
+        for shape in record.output_shapes:
+            n = 1
+            for d in shape:
+                n *= int(d)
+            if n > biggest:
+                biggest, where = n, (path, shape)
+    need = nbytes + sum(inputs.values()) + 2 * biggest * element
+    if where is not None and need > cap:
+        path, shape = where
+        raise CgError(f"a forward pass on these inputs needs about {human_bytes(need)} (parameters "
+                      f"{human_bytes(nbytes)}, inputs {human_bytes(sum(inputs.values()))}, and values such as the "
+                      f"output of {path or 'the model'} {list(shape)}, {human_bytes(biggest * element)}), over the "
+                      f"memory cap of {human_bytes(cap)}",
+                      f"--input {max(inputs, key=inputs.__getitem__)}" if inputs else built.spec.file,
+                      hint="use a smaller input (a smaller batch), or raise the cap with --max-memory / "
+                      "CGTOOL_MAX_MEMORY")
 
 
 def _check_budget(spec: Spec, params: int, nbytes: int, inputs: dict[str, int], declared: dict, cap: int) -> None:
