@@ -15,15 +15,15 @@ from .common import ArgOpt, DeviceOpt, Device, DTypeOpt, JsonOpt, MaxIterationsO
 def compare_command(
     spec: SpecArg,
     input: Annotated[Optional[list[str]], typer.Option(
-        "--input", "-i", help="An input to capture the dynamic graph on: NAME=SHAPE or NAME=FILE.pt|FILE.npy; "
+        "--input", "-i", metavar="NAME=SHAPE|FILE", help="An input to capture the dynamic graph on: NAME=SHAPE or NAME=FILE.pt|FILE.npy; "
         "repeat it, one case each.", show_default=False)] = None,
     scales: Annotated[Optional[str], typer.Option(
-        "--scales", help="Else: the default input scaled by each factor [default: 1,10,100].",
+        "--scales", metavar="1,10,100", help="Else: the default input scaled by each factor [default: 1,10,100].",
         show_default=False)] = None,
     compile: Annotated[bool, typer.Option("--compile/--no-compile", help="Also time torch.compile "
                                           "(compilation reported apart).")] = True,
-    min_time: Annotated[float, typer.Option("--min-time", help="Seconds per latency measurement.")] = 0.2,
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Threads for the timings "
+    min_time: Annotated[float, typer.Option("--min-time", metavar="SECONDS", help="Seconds per latency measurement.")] = 0.2,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, metavar="N", help="Threads for the timings "
                                                    "[default: 1].", show_default=False)] = None,
     arg: ArgOpt = None,
     device: DeviceOpt = Device.cpu,
