@@ -48,7 +48,10 @@ class Run:
 
 def _environment() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "CLICOLOR_FORCE")}
-    env.update(COLUMNS="100", NO_COLOR="1", TERM="dumb",
+    # One torch thread per run: the runs go side by side, one per CPU, and torch's own threads
+    # would only fight over the same CPUs (on a busy 2-CPU machine the ResNet-110 spectrum with
+    # --sample takes 22 s with one thread, 13 minutes with two). The outputs are the same.
+    env.update(COLUMNS="100", NO_COLOR="1", TERM="dumb", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}")
     return env
 
@@ -57,8 +60,11 @@ def _run(text: str, scratch: pathlib.Path) -> Run:
     # an output file named in the doc lands in the scratch folder, and its path reads as written
     command = _OUTPUT_OPTION.sub(lambda m: f"{m.group(1)}{m.group(2)}{scratch / m.group(3)}", text)
     start = time.perf_counter()
-    done = subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=ROOT, env=_environment(),
-                          capture_output=True, text=True, timeout=TIMEOUT_S)
+    try:
+        done = subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=ROOT, env=_environment(),
+                              capture_output=True, text=True, timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return Run(-1, "", f"still running after {TIMEOUT_S} s: stopped", time.perf_counter() - start)
     prefix = f"{scratch}{os.sep}"
     return Run(done.returncode, done.stdout.replace(prefix, ""), done.stderr.replace(prefix, ""),
                time.perf_counter() - start)
@@ -107,3 +113,52 @@ def test_doc_command(doc: DocCommand, doc_runs):
         assert matches(doc.output, actual), (
             f"{said}: the output shown in the doc is not what it prints.\n"
             f"--- shown\n" + "\n".join(doc.output) + "\n--- printed\n" + "\n".join(actual))
+
+
+def test_the_conventions(tmp_path):
+    """How the docs are read: what runs, what is skipped, what output belongs to which command."""
+    doc = tmp_path / "doc.md"
+    doc.write_text("\n".join([
+        "```sh",
+        "make demo                  # set-up: skipped by rule",
+        "source .venv/bin/activate",
+        "cgtool build a.yaml        # a comment",
+        "cgtool grad \"y = x # not a comment\" \\",
+        "    --wrt x",
+        "cat a.yaml | cgtool build - --json | jq .total_params",
+        "cgtool validate bad.yaml   # exit 1",
+        "```",
+        "",
+        "```output",
+        "bad.yaml: error",
+        "```",
+        "```console",
+        "$ cgtool params a.yaml",
+        "table",
+        "",
+        "$ pip install cgtool",
+        "$ cgtool run a.yaml",
+        "```",
+        "<!-- docs-test: no-output-check -->",
+        "```console",
+        "$ cgtool bench a.yaml",
+        "1.2 ms",
+        "```",
+        "```python",
+        "cgtool.build('a.yaml')",
+        "```",
+    ]) + "\n")
+    found = [(c.line, c.text, c.exit_code, c.output) for c in commands(doc)]
+    assert found == [
+        (4, "cgtool build a.yaml", 0, None),
+        (5, 'cgtool grad "y = x # not a comment" --wrt x', 0, None),
+        (7, "cat a.yaml | cgtool build - --json | jq .total_params", 0, None),
+        (8, "cgtool validate bad.yaml", 1, ["bad.yaml: error"]),
+        (15, "cgtool params a.yaml", 0, ["table"]),
+        (19, "cgtool run a.yaml", 0, None),
+        (23, "cgtool bench a.yaml", 0, None),
+    ]
+    assert matches(["a", "...", "d"], ["a", "b  ", "c", "d", ""])
+    assert matches(["a", "..."], ["a"])
+    assert not matches(["a", "b"], ["a", "c"])
+    assert not matches(["a"], ["a", "b"])
