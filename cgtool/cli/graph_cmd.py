@@ -109,7 +109,10 @@ def graph_command(
     max_iterations: MaxIterationsOpt = None,
 ):
     """Draw the computational graph of a spec's forward pass or of an expression: text, DOT, Mermaid, JSON,
-    SVG/PNG or an interactive HTML page."""
+    SVG/PNG or an interactive HTML page.
+
+    Example: cgtool graph "y = (x1 + w) * (x2 + w)" --highlight w
+    """
     try:
         fmt = format_for(format, output, json)
         if static:
