@@ -167,6 +167,9 @@ def verdict(speeds: list[Speed], device: str) -> str | None:
         why = ("on a CPU, a small model's forward is mostly Python and dispatch overhead, which compiled code "
                "does not remove and its guards add to") if device == "cpu" else \
             "the model is too small for fused kernels to pay for the compiled code's overhead"
+        if best.graph_breaks:
+            why += (f"; and the forward's data-dependent control flow breaks the compiled graph {best.graph_breaks} "
+                    f"time{'s' if best.graph_breaks != 1 else ''} ({best.graphs} graphs, Python between them)")
         return f"{best.mode} is {1 / ratio:.2f}× slower than eager here ({eager.median_us:.1f} → " \
                f"{best.median_us:.1f} µs per forward): {why}"
     return f"{best.mode} and eager are within 5% of each other here ({eager.median_us:.1f} vs {best.median_us:.1f} µs)"
