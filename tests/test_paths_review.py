@@ -367,3 +367,16 @@ def test_no_progress_bar_with_json(monkeypatch):
     with progress_module.StageProgress(delay_s=0.0, enabled=False) as progress:
         progress("the path-length spectrum", 0.5)
     assert buf.getvalue() == ""
+
+
+def test_rooting_twice_adds_one_loss_node():
+    from cgtool.build.inputs import example_inputs
+    from cgtool.graph.capture import capture_model
+    from cgtool.graph.model_paths import rooted
+
+    built = cgtool.build_model(open("configs/mlp.yaml").read(), file="configs/mlp.yaml")
+    cap = capture_model(built, example_inputs(built))
+    first = rooted(cap, root=None, loss="sum", level="op")
+    second = rooted(cap, root=None, loss="sum", level="op")
+    assert first.root is second.root
+    cap.graph.lint()  # labels stay unique

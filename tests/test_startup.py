@@ -31,7 +31,8 @@ for args, env in CALLS:
 print("loaded:", sorted(m for m in HEAVY if m in sys.modules))
 """
 
-COMMANDS = ["build", "params", "summary", "run", "grad", "layers", "validate"]
+COMMANDS = ["build", "params", "summary", "run", "grad", "paths", "graph", "compare", "layers", "validate", "export", "bench",
+            "schema", "new"]
 CALLS = [(["--help"], {}), (["--version"], {})] + [([c, "--help"], {}) for c in COMMANDS] + [
     ([], {"_CGTOOL_COMPLETE": "complete_bash", "COMP_WORDS": "cgtool bu", "COMP_CWORD": "1"}),
     ([], {"_CGTOOL_COMPLETE": "complete_bash", "COMP_WORDS": "cgtool build --dev", "COMP_CWORD": "2"}),

@@ -115,9 +115,14 @@ def rooted(cap: Capture, *, root: str | None, loss: str, level: str, keep_also: 
 
 
 def _add_loss(graph: Graph, node: Node, loss: str) -> Node:
-    """The scalar loss as one more node of the graph, with the reduction's own autograd edge."""
-    value = LOSSES[loss](node.value)
+    """The scalar loss as one more node of the graph, with the reduction's own autograd edge; the same node
+    again when an earlier call added it (the graph keeps one node per label)."""
     label = f"{loss}({node.label})"
+    for v in range(len(graph.nodes) - 1, node.id, -1):
+        made = graph.nodes[v]
+        if made.label == label and made.info is not None and made.info.key == loss and made.info.operands == [node]:
+            return made
+    value = LOSSES[loss](node.value)
     root = graph.add_node(label, value, loss, OpInfo(loss, [node], label), kind="op", shape=())
     graph.add_edge(root, node, 0, loss, _slot_vjp(value.grad_fn, 0, 0))
     return root

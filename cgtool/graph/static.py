@@ -332,12 +332,11 @@ def _scalar(t: torch.Tensor) -> float:
 def static_view(sc: StaticCapture, *, title: str = "", max_nodes: int | None = None):
     """The captured program as a :class:`cgtool.graph.view.GraphView`, drawn by the same renderers as the
     dynamic graph: every call of the program is a node (the op level), placeholders are the leaves."""
-    from .view import _Builder, _check_size
+    from .view import graph_view
 
     if not sc.capturable or sc.graph is None or sc.root is None:
         raise ValueError("no static graph: the forward could not be captured")
-    view = _Builder(sc.graph, sc.root, "op", None, expand=True).build(title, "static")
+    view = graph_view(sc.graph, sc.root, title=title, source="static", max_nodes=max_nodes)
     for e in view.edges:  # a captured program differentiates like the forward it came from
         e.differentiable = True
-    _check_size(view, max_nodes)
     return view

@@ -468,6 +468,15 @@ def _check_size(view: GraphView, max_nodes: int | None) -> None:
                       "anyone can read", "--max-nodes", hint="try " + ", ".join(hints))
 
 
+def graph_view(graph: Graph, root: int, *, title: str, source: str, level: str = "op",
+               max_nodes: int | None = None) -> GraphView:
+    """The view of any :class:`Graph` from *root*, every repeated block drawn (used for the static program of
+    :mod:`cgtool.graph.static`); refused over *max_nodes* (default ``MAX_NODES``) like every picture."""
+    view = _Builder(graph, root, level, None, expand=True).build(title, source)
+    _check_size(view, max_nodes)
+    return view
+
+
 # --------------------------------------------------------------------------- specs
 
 
