@@ -10,7 +10,7 @@ from ..spec import Spec, load_spec
 from ..render.units import human_bytes
 from .builder import Builder, Origin
 from .dryrun import DataDependent, run_forward
-from .memory import count_tensors, default_max_bytes, input_bytes, no_dropout_on_meta, no_init_on_meta
+from .memory import count_tensors, default_max_bytes, input_bytes
 
 
 # --------------------------------------------------------------------------- build
@@ -80,7 +80,7 @@ def build_model(source, *, file: str | None = None, args: dict | None = None, de
     declared, given = apply_overrides(spec, inputs or [])
 
     meta_builder = Builder(limits)
-    with torch.device("meta"), no_init_on_meta():
+    with torch.device("meta"):
         meta_module = meta_builder.module(spec)
     params, nbytes = count_tensors(meta_module, dtype)
     if dev.type != "meta":
@@ -173,7 +173,7 @@ def dry_run(built: Built, meta_module: nn.Module, meta_builder: Builder) -> Chec
     meta_inputs = example_inputs(built, device="meta")
     try:
         # tensors the forward creates (arange(T), zeros(...)) are made on meta too, beside the inputs
-        with torch.no_grad(), torch.device("meta"), no_dropout_on_meta():
+        with torch.no_grad(), torch.device("meta"):
             out, records = run_forward(meta_module, [meta_inputs[n] for n in built.input_names],
                                        files=meta_builder.files, origins=meta_builder.origins, names=built.input_names)
         return Check("passed", "meta", outputs=output_shapes(out), records=records)
