@@ -401,12 +401,13 @@ def _is_spec(x) -> bool:
 
 def compare(spec, *, file: str | None = None, args=None, inputs=None, scales=None, device="cpu", dtype=None,
             seed: int = 0, compile: bool = True, min_time: float = 0.2, threads: int | None = None, max_memory=None,
-            max_iterations: int | None = None):
+            max_iterations: int | None = None, progress=None):
     """``cgtool compare``: the dynamic graph against the static capture, and eager against compiled speed.
 
     The dynamic graph is captured once per input case: each of *inputs* (``NAME=SHAPE`` or ``NAME=FILE``,
     applied one at a time to the default inputs), or else the default input scaled by each of *scales*
-    (default 1, 10, 100). Returns :class:`~cgtool.inspect.compare.Comparison`. *compile*: also time
+    (default 1, 10, 100). Returns :class:`~cgtool.inspect.compare.Comparison`; *progress*, if given, is called
+    with each stage's name and the fraction done. *compile*: also time
     ``torch.compile`` (compilation apart); *min_time*: seconds per latency measurement; *threads*: torch threads
     for the timings (default 1: small models are timed without thread contention).
     """
@@ -436,7 +437,7 @@ def compare(spec, *, file: str | None = None, args=None, inputs=None, scales=Non
     else:
         cases = scaled_cases(default, list(scales or (1.0, 10.0, 100.0)))
     return run_compare(built, default, cases=cases, scales=scales or (1.0, 10.0, 100.0), compile=compile,
-                       min_run_time=min_time, threads=threads or 1, limits=limits)
+                       min_run_time=min_time, threads=threads or 1, limits=limits, progress=progress)
 
 
 def _parse_scales(text: str) -> list[float]:

@@ -380,3 +380,22 @@ def test_rooting_twice_adds_one_loss_node():
     second = rooted(cap, root=None, loss="sum", level="op")
     assert first.root is second.root
     cap.graph.lint()  # labels stay unique
+
+
+def test_a_long_single_stage_still_gets_its_spinner(monkeypatch):
+    import io
+    import time
+
+    from rich.console import Console
+
+    import cgtool.render.progress as progress_module
+
+    buf = io.StringIO()
+    monkeypatch.setattr(progress_module, "err", lambda: Console(file=buf, force_terminal=True, width=80,
+                                                                color_system=None))
+    with progress_module.StageProgress(delay_s=0.05) as progress:
+        progress("compiling with torch.compile")  # called once, before the delay: the timer shows it
+        time.sleep(0.4)
+        assert progress.progress is not None
+        progress.progress.refresh()
+    assert "compiling with torch.compile" in buf.getvalue()

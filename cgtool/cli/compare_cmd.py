@@ -41,7 +41,10 @@ def compare_command(
     from ..api import compare
     from ..render.compare import render_compare
 
-    result = compare(spec, args=arg, inputs=input, scales=scales, device=device, dtype=dtype, seed=seed,
-                     compile=compile, min_time=min_time, threads=threads, max_memory=max_memory,
-                     max_iterations=max_iterations)
+    from ..render.progress import StageProgress
+
+    with StageProgress(enabled=not json) as progress:
+        result = compare(spec, args=arg, inputs=input, scales=scales, device=device, dtype=dtype, seed=seed,
+                         compile=compile, min_time=min_time, threads=threads, max_memory=max_memory,
+                         max_iterations=max_iterations, progress=progress)
     render_compare(result, json=json)

@@ -134,6 +134,8 @@ def graph_command(
         from ..render.graph_dot import dot_program
 
         dot_program()  # a missing renderer is said before the model is built
+    from ..render.progress import StageProgress
+
     if static:
         from ..api import _is_spec, static_graph
         from ..render.static import render_static
@@ -141,15 +143,23 @@ def graph_command(
         if not _is_spec(spec_or_expr):
             raise CgError("--static draws a spec's captured program; an expression has only its dynamic graph",
                           "--static", hint=f"no file named {spec_or_expr!r} exists")
-        result = static_graph(spec_or_expr, args=arg, inputs=input, dtype=dtype, seed=seed, max_nodes=max_nodes,
-                              max_memory=max_memory, max_iterations=max_iterations)
+        with StageProgress(enabled=fmt != "json") as progress:
+            progress("capturing the forward with torch.export")
+            result = static_graph(spec_or_expr, args=arg, inputs=input, dtype=dtype, seed=seed, max_nodes=max_nodes,
+                                  max_memory=max_memory, max_iterations=max_iterations)
         render_static(result, fmt, output)
         return
     from ..api import graph
     from ..render.graph_output import render_view
 
-    view = graph(spec_or_expr, level=level.value if level else None, highlight=highlight, depth=depth,
-                 expand=expand, max_nodes=max_nodes, max_paths=max_paths, page=fmt == "html", at=at, root=root,
-                 args=arg, inputs=input, device=device.value, dtype=dtype, seed=seed, max_memory=max_memory,
-                 max_iterations=max_iterations)
-    render_view(view, fmt, output)
+    with StageProgress(enabled=fmt != "json") as progress:
+        progress("capturing the graph" + (" and the paths of every leaf" if fmt == "html" else ""))
+        view = graph(spec_or_expr, level=level.value if level else None, highlight=highlight, depth=depth,
+                     expand=expand, max_nodes=max_nodes, max_paths=max_paths, page=fmt == "html", at=at, root=root,
+                     args=arg, inputs=input, device=device.value, dtype=dtype, seed=seed, max_memory=max_memory,
+                     max_iterations=max_iterations)
+        if output is not None:  # laying out and writing a file can take a while too; stdout waits for the bar to go
+            progress(f"drawing ({fmt})")
+            render_view(view, fmt, output)
+    if output is None:
+        render_view(view, fmt, output)

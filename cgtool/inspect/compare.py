@@ -73,10 +73,13 @@ def _output_number(out) -> float | None:
     return None
 
 
-def dynamic_runs(built, cases: list[tuple[str, dict[str, torch.Tensor]]], *, limits=None) -> list[DynamicRun]:
+def dynamic_runs(built, cases: list[tuple[str, dict[str, torch.Tensor]]], *, limits=None,
+                 progress=None) -> list[DynamicRun]:
     """Capture the dynamic graph once per input case."""
     out = []
-    for label, inputs in cases:
+    for i, (label, inputs) in enumerate(cases):
+        if progress is not None:
+            progress("capturing the dynamic graph per input", i / max(1, len(cases)))
         cap = capture_model(built, inputs, limits=limits)
         branches = [{"kind": b.kind, "line": b.loc, "text": b.text, "runs": b.runs, "held": b.held}
                     for b in getattr(cap, "branches", []) if getattr(b, "data_dependent", False)]
@@ -96,7 +99,7 @@ def scaled_cases(inputs: dict[str, torch.Tensor], scales: list[float]) -> list[t
 
 
 def speeds(built, inputs: dict[str, torch.Tensor], *, compile: bool = True, min_run_time: float = 0.2,
-           threads: int | None = None) -> list[Speed]:
+           threads: int | None = None, progress=None) -> list[Speed]:
     """Forward latency, eager and compiled (and reduce-overhead on CUDA), without gradients."""
     module = built.module
     args = tuple(inputs[n] for n in built.input_names)
@@ -105,11 +108,15 @@ def speeds(built, inputs: dict[str, torch.Tensor], *, compile: bool = True, min_
     results = []
     try:
         with torch.no_grad():
+            if progress is not None:
+                progress("timing the eager forward")
             t = measure(lambda: module(*args), min_run_time=min_run_time, threads=threads)
             results.append(_speed("eager", t))
             if compile:
                 modes = [None] + (["reduce-overhead"] if built.device.type == "cuda" else [])
                 for mode in modes:
+                    if progress is not None:
+                        progress(f"compiling with torch.compile{'' if mode is None else f' ({mode})'} and timing it")
                     results.append(_compiled(module, args, mode, min_run_time, threads))
     finally:
         module.train(was_training)
@@ -182,9 +189,11 @@ def _payback(eager: Speed, best: Speed) -> str:
 
 def compare(built, inputs: dict[str, torch.Tensor], *, cases: list[tuple[str, dict]] | None = None,
             scales: list[float] = (1.0, 10.0, 100.0), compile: bool = True, min_run_time: float = 0.2,
-            threads: int | None = None, limits=None) -> Comparison:
+            threads: int | None = None, limits=None, progress=None) -> Comparison:
     """Everything ``cgtool compare`` shows, for a built spec and its default *inputs*."""
-    runs = dynamic_runs(built, cases or scaled_cases(inputs, list(scales)), limits=limits)
+    runs = dynamic_runs(built, cases or scaled_cases(inputs, list(scales)), limits=limits, progress=progress)
+    if progress is not None:
+        progress("capturing the static graph (torch.export)")
     sc = static_capture(built, inputs)
     baked = None if sc.capturable else baked_branch(built, inputs, scale=max(list(scales) or [100.0]))
     spec_dyn = [{"kind": d.kind, "line": d.line, "text": d.text} for d in data_dependence(built.spec)]
@@ -193,7 +202,8 @@ def compare(built, inputs: dict[str, torch.Tensor], *, cases: list[tuple[str, di
         graph_changes=len({r.nodes for r in runs}) > 1, capturable=sc.capturable, reason=sc.reason, line=sc.line,
         statement=sc.statement, error=sc.error, static_nodes=sc.nodes, capture_s=sc.seconds, baked=baked)
     if built.device.type != "meta":
-        result.speed = speeds(built, inputs, compile=compile, min_run_time=min_run_time, threads=threads)
+        result.speed = speeds(built, inputs, compile=compile, min_run_time=min_run_time, threads=threads,
+                              progress=progress)
         result.threads = threads or torch.get_num_threads()
         result.verdict = verdict(result.speed, built.device.type)
     return result
