@@ -29,6 +29,13 @@ class Device(str, enum.Enum):
     meta = "meta"
 
 
+class Level(str, enum.Enum):
+    """The granularity of a graph, as `cgtool paths` and `cgtool graph` read it."""
+
+    module = "module"
+    op = "op"
+
+
 class DType(str, enum.Enum):
     float32 = "float32"
     float64 = "float64"

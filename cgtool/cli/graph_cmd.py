@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import app
-from .common import ArgOpt, DTypeOpt, InputOpt, JsonOpt, MaxIterationsOpt, MaxMemoryOpt, SeedOpt, handle_errors
+from .common import ArgOpt, Device, DTypeOpt, Level, InputOpt, JsonOpt, MaxIterationsOpt, MaxMemoryOpt, SeedOpt, handle_errors
 from ..errors import CgError
 
 
@@ -21,17 +21,6 @@ class Format(str, enum.Enum):
     svg = "svg"
     png = "png"
     html = "html"
-
-
-class Level(str, enum.Enum):
-    module = "module"
-    op = "op"
-
-
-class GraphDevice(str, enum.Enum):
-    cpu = "cpu"
-    cuda = "cuda"
-    meta = "meta"
 
 
 SUFFIXES = {".txt": "text", ".dot": "dot", ".gv": "dot", ".mmd": "mermaid", ".mermaid": "mermaid",
@@ -99,9 +88,9 @@ def graph_command(
         "it cannot capture is a finding, with the line and why (exit 0).")] = False,
     input: InputOpt = None,
     arg: ArgOpt = None,
-    device: Annotated[GraphDevice, typer.Option(
+    device: Annotated[Device, typer.Option(
         "--device", help="Where to build and run the model; meta draws models of any size (no values).")]
-    = GraphDevice.cpu,
+    = Device.cpu,
     dtype: DTypeOpt = None,
     seed: SeedOpt = 0,
     json: JsonOpt = False,
@@ -118,7 +107,7 @@ def graph_command(
         if static:
             dynamic_only = [name for name, given in (("--highlight", highlight), ("--depth", depth),
                                                      ("--expand", expand), ("--level", level), ("--at", at),
-                                                     ("--root", root), ("--device", device is not GraphDevice.cpu)) if given]
+                                                     ("--root", root), ("--device", device is not Device.cpu)) if given]
             if dynamic_only:
                 raise UsageError(f"{', '.join(dynamic_only)} {'is' if len(dynamic_only) == 1 else 'are'} for the "
                                  "dynamic graph, not --static's captured program", "--static",

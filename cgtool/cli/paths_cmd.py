@@ -7,18 +7,13 @@ from typing import Annotated, Optional
 import typer
 
 from . import app
-from .common import complete_names, ArgOpt, DTypeOpt, InputOpt, JsonOpt, MaxIterationsOpt, MaxMemoryOpt, SeedOpt, SpecArg, handle_errors
+from .common import complete_names, ArgOpt, Level, DTypeOpt, InputOpt, JsonOpt, MaxIterationsOpt, MaxMemoryOpt, SeedOpt, SpecArg, handle_errors
 
 
 class Loss(str, enum.Enum):
     sum = "sum"
     mean = "mean"
     norm = "norm"
-
-
-class Level(str, enum.Enum):
-    module = "module"
-    op = "op"
 
 
 @app.command("paths")

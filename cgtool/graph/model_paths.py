@@ -18,6 +18,7 @@ import torch
 
 from ..errors import CgError, closest
 from . import paths as P
+from .paths import norm as _norm
 from .capture import Capture, _slot_vjp
 from .levels import LEVELS, contract, module_level_node
 from .model import Graph, Node, OpInfo
@@ -141,12 +142,6 @@ def _unknown(name: str, cap: Capture, option: str, aliases: dict[str, str] | Non
     place = f"{option} {name}" if name.strip() else f"{option} {name!r}"
     return CgError(f"no value named {name!r} in the model", place,
                    hint=f"{what} that exist: {', '.join(near)}" + (" …" if len(names) > len(near) else ""))
-
-
-def _norm(x) -> float:
-    if isinstance(x, torch.Tensor):
-        return float(torch.linalg.vector_norm(x.detach().double()))
-    return abs(float(x))
 
 
 def _autograd(root: Node, target: Node) -> torch.Tensor:

@@ -96,7 +96,7 @@ def sum_over_paths(graph: Graph, root: int, target: int, *, absolute: bool = Fal
             else:
                 g = _vjp(graph, edge, a)
                 if gains is not None:
-                    gains[e] = _log_abs(_tensor_norm(g)) - _log_abs(_tensor_norm(a))
+                    gains[e] = _log_abs(norm(g)) - _log_abs(norm(a))
             prev = adj.get(edge.dst)
             adj[edge.dst] = g if prev is None else prev + g
     return adj[target]
@@ -134,8 +134,11 @@ def _plus(a: float, b: float) -> float:
     return -math.inf if a == -math.inf or b == -math.inf else a + b
 
 
-def _tensor_norm(x: torch.Tensor) -> float:
-    return float(torch.linalg.vector_norm(x.detach().double()))
+def norm(x) -> float:
+    """The Euclidean norm of a contribution or cotangent (a tensor, in float64), or |x| of a number."""
+    if isinstance(x, torch.Tensor):
+        return float(torch.linalg.vector_norm(x.detach().double()))
+    return abs(float(x))
 
 
 def best_first(graph: Graph, root: int, target: int, k: int, weight, counts=None) -> list[Path]:
@@ -301,7 +304,7 @@ def top_paths(graph: Graph, root: int, target: int, k: int, *, counts=None, by_m
     values = contributions(graph, candidates)
     scored = []
     for i, (p, c) in enumerate(zip(candidates, values)):
-        n = float(torch.linalg.vector_norm(c.double())) if isinstance(c, torch.Tensor) else abs(c)
+        n = norm(c)
         p.score = _log_abs(n)
         scored.append((-p.score if p.score == p.score else -math.inf, i, p, c))
     scored.sort(key=lambda t: (t[0], t[1]))

@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 
 from .model import Graph, Node, Path
-from .paths import _vjp, contributions, is_scalar, local_derivative, ones, path_counts
+from .paths import _vjp, contributions, is_scalar, local_derivative, norm, ones, path_counts
 
 
 @dataclass
@@ -283,12 +283,6 @@ def _pick(options: list[tuple[int, int]], rng: random.Random) -> int:
     raise AssertionError("unreachable: r < total")  # pragma: no cover
 
 
-def _magnitude(x) -> float:
-    if isinstance(x, torch.Tensor):
-        return float(torch.linalg.vector_norm(x.detach().double()))
-    return abs(float(x))
-
-
 def _suffix_polys(graph: Graph, root: int, target: int, flags: list[int], counts: list[int], bits: int) -> dict:
     """For every node v on some path: the packed polynomial of the paths v -> target by length."""
     polys = {target: 1}
@@ -347,5 +341,5 @@ def sample_path_magnitudes(graph: Graph, root: int, target: int, counted: Callab
             progress(i / len(lengths))
         drawn = [sample_path_of_length(graph, root, target, L, rng, flags=flags, counts=counts, polys=polys,
                                        bits=bits) for _ in range(n)]
-        out[L] = sum(_magnitude(c) for c in contributions(graph, drawn)) / n  # shared prefixes computed once
+        out[L] = sum(norm(c) for c in contributions(graph, drawn)) / n  # shared prefixes computed once
     return out

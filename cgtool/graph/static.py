@@ -316,12 +316,13 @@ def baked_branch(built, inputs: dict[str, torch.Tensor], scale: float = 100.0) -
         module.train(was_training)
     if not isinstance(want, torch.Tensor) or not isinstance(got, torch.Tensor):
         return None
-    e, t = _scalar(want), _scalar(got)
+    e, t = output_number(want), output_number(got)
     return BakedBranch(scale, "the default input", e, t,
                        not torch.allclose(want.double(), got.double(), rtol=1e-5, atol=1e-6))
 
 
-def _scalar(t: torch.Tensor) -> float:
+def output_number(t: torch.Tensor) -> float:
+    """A model output as one number: itself when it is a scalar, else its norm (in float64)."""
     t = t.detach().double()
     return float(t.reshape(())) if t.numel() == 1 else float(torch.linalg.vector_norm(t))
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..graph.capture import capture_model
-from ..graph.static import BakedBranch, baked_branch, static_capture
+from ..graph.static import BakedBranch, baked_branch, output_number, static_capture
 from ..spec.load import data_dependence
 from .timing import Timing, measure
 
@@ -67,10 +67,7 @@ class Comparison:
 
 
 def _output_number(out) -> float | None:
-    if isinstance(out, torch.Tensor) and out.is_floating_point():
-        t = out.detach().double()
-        return float(t.reshape(())) if t.numel() == 1 else float(torch.linalg.vector_norm(t))
-    return None
+    return output_number(out) if isinstance(out, torch.Tensor) and out.is_floating_point() else None
 
 
 def dynamic_runs(built, cases: list[tuple[str, dict[str, torch.Tensor]]], *, limits=None,
