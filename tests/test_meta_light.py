@@ -131,3 +131,45 @@ def test_summary_of_a_data_dependent_spec_runs_on_real_values():
 
     data = json.loads(r.stdout)
     assert data["device"] == "cpu" and data["total_flops"] > 0
+
+
+@pytest.mark.parametrize("config", sorted(p for p in os.listdir(os.path.join(ROOT, "configs")) if p.endswith(".yaml")))
+def test_the_shape_check_runs_repeated_blocks_once_and_records_the_same(config, monkeypatch):
+    """The meta dry run skips blocks identical to one already run: the records (every module's calls, input and
+    output shapes) and the outputs must be exactly those of running every block."""
+    from cgtool.build import dryrun
+
+    path = os.path.join(ROOT, "configs", config)
+    text = open(path).read()
+    fast = build_model(text, file=path, device="meta")
+    monkeypatch.setattr(dryrun._Repeats, "__enter__", lambda self: self)
+    slow = build_model(text, file=path, device="meta")
+    assert (fast.check.status, fast.check.reason, fast.check.outputs) == \
+        (slow.check.status, slow.check.reason, slow.check.outputs)
+    assert {k: vars(v) for k, v in fast.check.records.items()} == {k: vars(v) for k, v in slow.check.records.items()}
+
+
+def test_a_repeated_block_that_fails_fails_at_its_first_copy():
+    block = """
+      - kind: module
+        name: Block
+        modules:
+          a: Linear(8, 8)
+          b: Linear(9, 8)
+        forward: |
+          return b(a(x))"""
+    text = f"""
+name: Bad
+kind: module
+inputs: {{x: [2, 8]}}
+modules:
+  blocks:
+    kind: sequential
+    layers:{block * 3}
+forward: |
+  return blocks(x)
+"""
+    from cgtool.errors import CgError
+
+    with pytest.raises(CgError, match=r"expects 9 input features"):
+        build_model(text, file="<spec>", device="meta")
