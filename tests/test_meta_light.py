@@ -29,10 +29,11 @@ def _fresh(code: str) -> str:
 @pytest.mark.parametrize("argv", [["params", "configs/gpt2_small.yaml"], ["summary", "configs/gpt2_small.yaml"],
                                   ["build", "configs/resnet_small.yaml"], ["params", "configs/llama7b.yaml",
                                                                            "--device", "meta"]])
-def test_commands_do_not_import_torch_compile(argv):
+def test_commands_do_not_import_torch_compile_sympy_or_symbolic_shapes(argv):
     out = _fresh(f"""
         import atexit, sys
-        atexit.register(lambda: print("imported:", "torch._dynamo" in sys.modules))
+        heavy = ("torch._dynamo", "sympy", "torch.fx.experimental.symbolic_shapes")
+        atexit.register(lambda: print("imported:", any(m in sys.modules for m in heavy)))
         sys.argv = ["cgtool"] + {argv!r}
         from cgtool.cli import main
         main()
@@ -73,6 +74,39 @@ def test_a_stand_in_asked_for_more_reruns_with_the_real_module():
         print(meta_call(needs_dynamo), calls)
     """)
     assert out.strip() == "True ['_StandIn', 'NoneType']"  # the second run imports the real one
+
+
+def test_a_module_imported_during_the_run_gets_the_real_modules_after():
+    out = _fresh("""
+        import sys, types, torch
+        from cgtool.build.meta import light_meta
+        with light_meta():
+            mod = types.ModuleType("late_import")
+            import sympy
+            from torch.fx.experimental.symbolic_shapes import expect_true
+            mod.sympy, mod.expect_true = sympy, expect_true
+            sys.modules["late_import"] = mod
+            print("lent:", type(sympy).__name__, expect_true(True))
+        print("after:", type(mod.sympy).__name__, mod.sympy.__name__, hasattr(mod.sympy, "Symbol"),
+              mod.expect_true.__module__)
+    """)
+    assert out.splitlines() == ["lent: _StandIn True", "after: module sympy True torch.fx.experimental.symbolic_shapes"]
+
+
+def test_a_symbolic_value_or_an_unknown_name_reruns_with_the_real_modules():
+    out = _fresh("""
+        import sys, torch
+        from cgtool.build.meta import meta_call
+        seen = []
+
+        def work():
+            from torch.fx.experimental import symbolic_shapes
+            seen.append(type(symbolic_shapes).__name__)
+            return symbolic_shapes.guard_bool(True)  # not lent: the run starts again with the real module
+
+        print(meta_call(work), seen)
+    """)
+    assert out.strip() == "True ['_StandIn', 'module']"
 
 
 def test_the_stand_in_refuses_other_names_and_leaves_no_trace():
