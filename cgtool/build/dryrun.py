@@ -83,7 +83,8 @@ class _Repeats:
     class and settings, every parameter's and buffer's shape and dtype) and they get tensors of the same
     shapes, dtypes and strides, and nothing else: meta tensors have no values, so the same code on the same
     shapes gives the same shapes, and any error the block raises, the first one raised. ResNet-110's 54
-    blocks run as 3, GPT-2's 12 as 1. What the skipped block's submodules saw is copied from the first."""
+    blocks run as 3, GPT-2's 12 as 1, and every BatchNorm of one size on one input shape once. What the
+    skipped block's submodules saw is copied from the first."""
 
     def __init__(self, root: nn.Module, tracker: "_Tracker | None"):
         self.root, self.tracker = root, tracker
@@ -95,7 +96,7 @@ class _Repeats:
         counts: dict[tuple, int] = {}
         signature = {}
         for m in self.root.modules():
-            if m is not self.root and sum(1 for _ in m.modules()) > 1:  # a block, not a leaf layer
+            if m is not self.root:  # blocks, and leaf layers (a BatchNorm's meta kernel takes ~10 ms)
                 signature[id(m)] = _subtree(m)
                 counts[signature[id(m)]] = counts.get(signature[id(m)], 0) + 1
         for m in self.root.modules():
@@ -141,11 +142,18 @@ class _Repeats:
 
 
 def _subtree(module: nn.Module) -> tuple:
-    """Everything about a module's subtree that can change the shapes it computes."""
-    return tuple((name, type(m), m.extra_repr(), m.training,
+    """Everything about a module's subtree that can change the shapes it computes: each module's class,
+    settings (its plain attributes, such as MultiheadAttention's batch_first, which extra_repr omits) and
+    the shapes and dtypes of its tensors."""
+    return tuple((name, type(m), m.extra_repr(), m.training, _settings(m),
                   tuple((k, tuple(t.shape), t.dtype) for k, t in [*m._parameters.items(), *m._buffers.items()]
                         if t is not None))
                  for name, m in module.named_modules())
+
+
+def _settings(m: nn.Module) -> tuple:
+    return tuple(sorted((k, repr(v)) for k, v in vars(m).items()
+                        if not k.startswith("_") and isinstance(v, (int, float, bool, str, tuple, type(None)))))
 
 
 _DATA_DEPENDENT = ("cannot be called on meta tensors", "Cannot copy out of meta tensor", "meta tensors do not",
