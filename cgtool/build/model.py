@@ -42,11 +42,14 @@ class Built:
     check: Check | None = None
     param_count: int = 0
     param_bytes: int = 0
+    element_cap: int = lang.DEFAULT_LIMITS.max_elements  # of any tensor a forward makes
+
 
     def forward(self, inputs: dict):
         """Run the model on named inputs; errors come back at the spec's places."""
         args = [inputs[n] for n in self.input_names]
-        out, _ = run_forward(self.module, args, files=self.files, origins=self.origins, names=self.input_names)
+        out, _ = run_forward(self.module, args, files=self.files, origins=self.origins, names=self.input_names,
+                             max_elements=self.element_cap)
         return out
 
     @property
@@ -99,13 +102,22 @@ def build_model(source, *, file: str | None = None, args: dict | None = None, de
         module = module.to(dtype)
         meta_module = meta_module.to(dtype)
     built = Built(module, spec, declared, dev, dtype, builder.files, builder.origins, builder.code, seed, given,
-                  param_count=params, param_bytes=nbytes)
+                  param_count=params, param_bytes=nbytes,
+                  element_cap=_element_cap(limits, max_bytes if max_bytes is not None else default_max_bytes(),
+                                           dtype))
     if check:
         built.check = dry_run(built, meta_module, meta_builder)
         if dev.type != "meta":
             _check_activations(built, nbytes, input_bytes(declared, given, dtype),
                                max_bytes if max_bytes is not None else default_max_bytes())
     return built
+
+
+def _element_cap(limits: lang.Limits, max_bytes: int, dtype) -> int:
+    """The element cap of a model's forward: the language's cap, or as many elements as the memory cap holds
+    (a model may compute large values; no single one may take more than half the memory it is allowed)."""
+    element = torch.empty((), dtype=dtype or torch.float32).element_size()
+    return max(limits.max_elements, max_bytes // (2 * element))
 
 
 def _check_activations(built: Built, nbytes: int, inputs: dict[str, int], cap: int) -> None:
@@ -175,7 +187,8 @@ def dry_run(built: Built, meta_module: nn.Module, meta_builder: Builder) -> Chec
         # tensors the forward creates (arange(T), zeros(...)) are made on meta too, beside the inputs
         with torch.no_grad(), torch.device("meta"):
             out, records = run_forward(meta_module, [meta_inputs[n] for n in built.input_names],
-                                       files=meta_builder.files, origins=meta_builder.origins, names=built.input_names)
+                                       files=meta_builder.files, origins=meta_builder.origins, names=built.input_names,
+                                       max_elements=built.element_cap)
         return Check("passed", "meta", outputs=output_shapes(out), records=records)
     except DataDependent as dd:
         where = f" ({dd.loc})" if dd.loc else ""
@@ -185,7 +198,7 @@ def dry_run(built: Built, meta_module: nn.Module, meta_builder: Builder) -> Chec
     real = example_inputs(built, device=built.device)
     with torch.no_grad():
         out, records = run_forward(built.module, [real[n] for n in built.input_names], files=built.files,
-                                   origins=built.origins, names=built.input_names)
+                                   origins=built.origins, names=built.input_names, max_elements=built.element_cap)
     return Check("passed", "real", outputs=output_shapes(out), records=records)
 
 

@@ -291,6 +291,10 @@ class Checker(ast.NodeVisitor):
         for kw in node.keywords:
             if kw.arg is None:
                 self.fail(kw, "** unpacking is not allowed")
+            if kw.arg in _WRITING_KEYWORDS and not (isinstance(kw.value, ast.Constant) and kw.value.value in
+                                                     (False, None)):
+                self.fail(kw, f"{kw.arg}= writes into an existing tensor, which a forward may not do",
+                          hint=_WRITING_KEYWORDS[kw.arg])
         self.generic_visit(node)
 
     def defines(self, name: str) -> bool:
@@ -379,6 +383,14 @@ class Checker(ast.NodeVisitor):
                 self.visit(cond)
         self.visit(node.elt)
 
+
+# Keywords with which torch functions write into a tensor they are given (a parameter, say).
+_WRITING_KEYWORDS = {
+    "out": "use the returned value: y = exp(x), not exp(x, out=y)",
+    "inplace": "use the returned value: y = elu(x), without inplace=",
+    "max_norm": "embedding(..., max_norm=) renormalises the weight in place; declare an "
+                "Embedding(..., max_norm=...) layer in the spec instead",
+}
 
 _NAMESPACE_ROOTS = frozenset(p.split(".")[0] for p in QUALIFIED)
 
