@@ -116,7 +116,7 @@ class Builder:
                               hint=f"use --{bad} on the command line")
         try:
             sig = layer_signature(cls)
-            sig.bind(*args, **kwargs)
+            bound = sig.bind(*args, **kwargs)
         except TypeError as e:
             hint = None
             params = [p for p in sig.parameters if p not in ("device", "dtype")]
@@ -129,6 +129,7 @@ class Builder:
             pass  # no signature available: let the constructor judge
         else:
             _check_positional(call, where, sig, len(args))
+            _check_stacked(call, where, bound.arguments)
         try:
             return cls(*args, **kwargs)
         except CgError:
@@ -173,6 +174,18 @@ class Builder:
             if tuple(old.shape) != tuple(param.shape):
                 raise CgError(f"tie: {target} has shape {list(old.shape)} but {source} has {list(param.shape)}", loc)
             setattr(owner, attr, param)
+
+
+MAX_STACKED = 1_000  # num_layers of one TransformerEncoder, LSTM, ...: each is a copy, even on meta
+
+
+def _check_stacked(call: Call, where: str, arguments: dict) -> None:
+    """A layer that stacks copies of itself (num_layers=10**6 takes hours to build, even on meta)."""
+    for name in ("num_layers", "num_encoder_layers", "num_decoder_layers"):
+        n = arguments.get(name)
+        if isinstance(n, int) and not isinstance(n, bool) and n > MAX_STACKED:
+            raise CgError(f"{where}: {call.type} {name}={n:,} is over the cap of {MAX_STACKED:,} stacked layers",
+                          call.loc, hint=f"use a smaller {name} (the largest published models stack about 100)")
 
 
 def _check_positional(call: Call, where: str, sig: inspect.Signature, given: int) -> None:

@@ -72,12 +72,13 @@ def resolve_device(device) -> torch.device:
 
 def build_model(source, *, file: str | None = None, args: dict | None = None, device="cpu", dtype=None,
                 seed: int = 0, inputs: list[str] | None = None, check: bool = True, max_bytes: int | None = None,
-                limits: lang.Limits | None = None) -> Built:
-    """Load, compile and check a spec. ``inputs`` are CLI-style overrides (``x=2,784``, ``x=file.npy``)."""
+                limits: lang.Limits | None = None, base: str | None = None) -> Built:
+    """Load, compile and check a spec. ``inputs`` are CLI-style overrides (``x=2,784``, ``x=file.npy``).
+    ``base``: the folder a spec given as text (stdin) may include files from (none: no includes)."""
     from .inputs import apply_overrides
 
     limits = limits or lang.DEFAULT_LIMITS
-    spec = source if isinstance(source, Spec) else load_spec(source, file=file, args=args, limits=limits)
+    spec = source if isinstance(source, Spec) else load_spec(source, file=file, args=args, limits=limits, base=base)
     dev = resolve_device(device)
     dtype = _dtype(dtype)
     declared, given = apply_overrides(spec, inputs or [])
