@@ -72,16 +72,18 @@ def not_module(obj, method: str):
 
 
 def _snapshot(module: nn.Module):
-    # torch's own layers may update their own tensors (batch norm's running statistics, an Embedding with max_norm):
-    # in-place writes are checked on what spec modules own (constants, parameters); the rest on every tensor
+    # torch's own layers may update their buffers (batch norm's running statistics) and an Embedding with max_norm
+    # its weight: in-place writes are checked on every other parameter and on what spec modules own; the rest of
+    # the snapshot on every tensor
     tensors = {}
     for prefix, m in module.named_modules(remove_duplicate=False):
         spec_owned = getattr(type(m), "cg_spec", None) is not None
+        renorms = getattr(m, "max_norm", None) is not None  # Embedding(max_norm=...) renormalises its weight
         for kind, table in (("parameter", m._parameters), ("buffer", m._buffers)):
             for name, t in table.items():
                 if t is None:
                     continue
-                version = t._version if spec_owned else None
+                version = t._version if spec_owned or (kind == "parameter" and not renorms) else None
                 tensors[f"{prefix}.{name}" if prefix else name] = (kind, id(t), t.dtype, t.device, tuple(t.shape),
                                                                    version, storage_key(t))
     modules = [(name, id(m)) for name, m in module.named_modules(remove_duplicate=False)]

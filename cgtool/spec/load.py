@@ -3,6 +3,7 @@
 from __future__ import annotations
 import ast
 import os
+import re
 from dataclasses import dataclass, field
 import torch
 from .. import lang
@@ -131,6 +132,9 @@ def _kind(data, loc) -> str:
 
 
 def _spec_name(data, loc, default_name) -> str:
+    if "name" not in data and not default_name.isidentifier():  # a file called `block one.yaml`: Block_one
+        default_name = re.sub(r"\W", "_", default_name)
+        default_name = default_name if default_name.isidentifier() else f"Spec_{default_name}"
     name = data.get("name", default_name)
     if not isinstance(name, str) or not name.isidentifier():
         raise CgError(f"name must be an identifier, found {name!r}", _loc_of(data, "name", loc))
