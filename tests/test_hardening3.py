@@ -464,6 +464,8 @@ SPEC_CORPUS = {
     "dunder_in_arg": "name: T\nkind: sequential\nargs: {d: '().__class__'}\nlayers: ['Linear(d, 4)']\n",
     "arg_import": "name: T\nkind: sequential\nargs: {d: \"__import__('os')\"}\nlayers: ['Linear(d, 4)']\n",
     "lazy_layer": "name: T\nkind: sequential\ninputs: {x: [2, 4]}\nlayers: ['LazyLinear(4)']\n",
+    # found by `make fuzz`: Python's parser accepts a repeated keyword, its compiler raised SyntaxError
+    "repeated_keyword": "name: T\nkind: sequential\nlayers: ['Conv2d(1, 6, kernel_size=5, padding=2, padding=2)']\n",
 }
 
 

@@ -288,9 +288,13 @@ class Checker(ast.NodeVisitor):
             hint = did_you_mean(func.id, self.functions)
             self.fail(func, f"unknown function {func.id!r}",
                       hint=hint or f"allowed functions: {', '.join(sorted(self.functions))}")
+        seen = set()
         for kw in node.keywords:
             if kw.arg is None:
                 self.fail(kw, "** unpacking is not allowed")
+            if kw.arg in seen:  # Python's parser lets it through; its compiler would fail
+                self.fail(kw, f"keyword argument {kw.arg}= is given twice", hint=f"keep one {kw.arg}=")
+            seen.add(kw.arg)
             if kw.arg in _WRITING_KEYWORDS and not (isinstance(kw.value, ast.Constant) and kw.value.value in
                                                      (False, None)):
                 self.fail(kw, f"{kw.arg}= writes into an existing tensor, which a forward may not do",
