@@ -74,19 +74,19 @@ def not_module(obj, method: str):
 def _snapshot(module: nn.Module):
     # torch's own layers may update their buffers (batch norm's running statistics) and an Embedding with max_norm
     # its weight: in-place writes are checked on every other parameter and on what spec modules own; the rest of
-    # the snapshot on every tensor
-    tensors = {}
-    for prefix, m in module.named_modules(remove_duplicate=False):
+    # the snapshot on every tensor. Keys are ids (names are found only to say what changed): it runs twice a forward.
+    tensors, modules, stack = {}, [], [module]
+    while stack:
+        m = stack.pop()
+        modules.append((id(m), tuple((k, id(c)) for k, c in m._modules.items())))
+        stack.extend(c for c in m._modules.values() if c is not None)
         spec_owned = getattr(type(m), "cg_spec", None) is not None
-        renorms = getattr(m, "max_norm", None) is not None  # Embedding(max_norm=...) renormalises its weight
+        renorms = getattr(m, "max_norm", None) is not None
         for kind, table in (("parameter", m._parameters), ("buffer", m._buffers)):
             for name, t in table.items():
-                if t is None:
-                    continue
-                version = t._version if spec_owned or (kind == "parameter" and not renorms) else None
-                tensors[f"{prefix}.{name}" if prefix else name] = (kind, id(t), t.dtype, t.device, tuple(t.shape),
-                                                                   version, storage_key(t))
-    modules = [(name, id(m)) for name, m in module.named_modules(remove_duplicate=False)]
+                if t is not None:
+                    version = t._version if spec_owned or (kind == "parameter" and not renorms) else None
+                    tensors[(id(m), name)] = (kind, id(t), t.dtype, t.device, tuple(t.shape), version)
     return tensors, modules
 
 
@@ -101,25 +101,31 @@ def protect(module: nn.Module):
         _protected.pop()
     after = _snapshot(module)
     if after != before:
-        raise CgError(_what_changed(before, after),
+        raise CgError(_what_changed(before, after, {id(m): n for n, m in module.named_modules(remove_duplicate=False)}),
                       hint="a forward reads parameters and calls modules; it must not change them "
                       "(no in-place writes, conversions or swapped modules)")
 
 
-def _what_changed(before, after) -> str:
+def _what_changed(before, after, names: dict[int, str]) -> str:
     (t0, m0), (t1, m1) = before, after
-    for name, old in t0.items():
-        new = t1.get(name)
+
+    def named(key):
+        owner, attr = key
+        prefix = names.get(owner, "")
+        return f"{prefix}.{attr}" if prefix else attr
+
+    for key, old in t0.items():
+        new = t1.get(key)
         if new is None:
-            return f"the forward changed the model: {old[0]} {name} is gone"
+            return f"the forward changed the model: {old[0]} {named(key)} is gone"
         if new[1] != old[1]:
-            return f"the forward changed the model: {old[0]} {name} was replaced"
+            return f"the forward changed the model: {old[0]} {named(key)} was replaced"
         if new[2:4] != old[2:4]:
-            return f"the forward changed the model: {old[0]} {name} was converted to {new[2]} on {new[3]}"
+            return f"the forward changed the model: {old[0]} {named(key)} was converted to {new[2]} on {new[3]}"
         if new[4] != old[4]:
-            return f"the forward changed the model: {old[0]} {name} was resized"
-        if new[5:] != old[5:]:
-            return f"the forward changed the model: {old[0]} {name} was written in place"
+            return f"the forward changed the model: {old[0]} {named(key)} was resized"
+        if new[5] != old[5]:
+            return f"the forward changed the model: {old[0]} {named(key)} was written in place"
     if set(t1) - set(t0):
-        return f"the forward changed the model: {sorted(set(t1) - set(t0))[0]} was added"
+        return f"the forward changed the model: {named(sorted(set(t1) - set(t0))[0])} was added"
     return "the forward changed the model: its modules were replaced, added or removed"

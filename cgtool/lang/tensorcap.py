@@ -54,8 +54,8 @@ def _numel(shape) -> int:
 def _tensors(value, out):
     if isinstance(value, torch.Tensor):
         out.append(value)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
+    elif isinstance(value, (list, tuple)) and value and isinstance(value[0], (torch.Tensor, list, tuple)):
+        for v in value:  # a list of tensors (cat); a shape (ints) is not looked into
             _tensors(v, out)
     return out
 
@@ -98,13 +98,20 @@ class ElementCap(TorchFunctionMode):
         """Two inputs of different shapes whose broadcast would be over the cap."""
         if len(inputs) < 2:
             return False
-        shapes = {tuple(t.shape) for t in inputs}
-        if len(shapes) < 2:
+        first = inputs[0].shape
+        if all(t.shape == first for t in inputs):
             return False
-        try:
-            return _numel(torch.broadcast_shapes(*shapes)) > self.max_elements
-        except RuntimeError:
-            return False
+        # a bound on the broadcast result (the largest size of each aligned dimension), without torch's checks
+        sizes: list[int] = []
+        for t in inputs:
+            shape = t.shape
+            if len(shape) > len(sizes):
+                sizes = [1] * (len(shape) - len(sizes)) + sizes
+            offset = len(sizes) - len(shape)
+            for i, d in enumerate(shape):
+                if d > sizes[offset + i]:
+                    sizes[offset + i] = d
+        return _numel(sizes) > self.max_elements
 
     def _check_on_meta(self, func, name, args, kwargs):
         meta_kwargs = {k: _to_meta(v) for k, v in kwargs.items()}
