@@ -135,6 +135,12 @@ class Builder:
         except CgError:
             raise
         except Exception as e:  # noqa: BLE001 - a constructor's complaint about user values
+            text = _text_for_number(cls, args, kwargs)
+            if text is not None:  # torch's words would be "empty(): argument 'size' failed to unpack ..."
+                name, value = text
+                raise CgError(f"{where}: {call.text}: {name} is the text {value!r}, where {call.type} expects a "
+                              "number", call.loc, hint=f"write a number or an arg name there: {call.type}("
+                              f"{', '.join(_signature_params(layer_signature(cls)))})") from None
             raise CgError(f"{where}: {call.text} cannot be constructed: {first_line(e)}", call.loc,
                           hint=f"{call.type}({', '.join(_signature_params(layer_signature(cls)))})") from None
 
@@ -174,6 +180,20 @@ class Builder:
             if tuple(old.shape) != tuple(param.shape):
                 raise CgError(f"tie: {target} has shape {list(old.shape)} but {source} has {list(param.shape)}", loc)
             setattr(owner, attr, param)
+
+
+def _text_for_number(cls, args, kwargs) -> tuple[str, str] | None:
+    """(parameter, text) of a string given where the parameter's default is a number (in_features='(...)')."""
+    try:
+        bound = layer_signature(cls).bind(*args, **kwargs)
+    except (TypeError, ValueError):
+        return None
+    for name, value in bound.arguments.items():
+        default = bound.signature.parameters[name].default
+        if isinstance(value, str) and (default is inspect.Parameter.empty or isinstance(default, (int, float))) \
+                and not isinstance(default, bool):
+            return name, value
+    return None
 
 
 MAX_STACKED = 1_000  # num_layers of one TransformerEncoder, LSTM, ...: each is a copy, even on meta

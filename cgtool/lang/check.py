@@ -160,7 +160,9 @@ class Checker(ast.NodeVisitor):
     def generic_visit(self, node):
         kind = type(node)
         if kind in FORBIDDEN:
-            self.fail(node, f"{FORBIDDEN[kind]} is not allowed in the forward language",
+            what = FORBIDDEN[kind]
+            verb = "are" if what.endswith("s") and what != "class" else "is"  # f-strings, dict literals, ...
+            self.fail(node, f"{what} {verb} not allowed in the forward language",
                       hint="allowed: assignments, return, if/elif/else, while, for, break, continue, "
                       "arithmetic, comparisons and calls of allow-listed functions")
         if kind not in STATEMENTS and not isinstance(node, EXPRESSIONS) and not isinstance(node, OPERATORS) \

@@ -64,7 +64,7 @@ class Guards:
         if n > self.limits.max_elements:
             raise CgError(
                 f"{what} would create a tensor of {n:,} elements, over the cap of {self.limits.max_elements:,}",
-                hint="make the tensor smaller or raise the element cap",
+                hint="make the tensor smaller: the cap bounds every tensor a forward or expression creates",
             )
 
     def creator(self, fn, name):

@@ -155,4 +155,4 @@ class ElementCap(TorchFunctionMode):
         what = f"{name.strip('_')}(...)" if name else "an operation"
         raise CgError(f"{what} would make a tensor of {n:,} elements, over the cap of {self.max_elements:,}",
                       hint="use smaller shapes (broadcasting, expand, repeat, outer products and matmuls multiply "
-                      "sizes), or raise the element cap")
+                      "sizes); a model's cap is half of --max-memory when that is larger")
