@@ -105,7 +105,7 @@ def build_model(source, *, file: str | None = None, args: dict | None = None, de
     built = Built(module, spec, declared, dev, dtype, builder.files, builder.origins, builder.code, seed, given,
                   param_count=params, param_bytes=nbytes,
                   element_cap=_element_cap(limits, max_bytes if max_bytes is not None else default_max_bytes(),
-                                           dtype))
+                                           dtype) if dev.type != "meta" else 2**62)  # meta allocates nothing
     if check:
         built.check = dry_run(built, meta_module, meta_builder)
         if dev.type != "meta":

@@ -19,6 +19,7 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import _disable_current_modes
 
 from .. import budget
 from ..errors import CgError
@@ -118,7 +119,8 @@ class ElementCap(TorchFunctionMode):
         if "device" in meta_kwargs or not any(isinstance(a, torch.Tensor) for a in _tensors(args, [])):
             meta_kwargs["device"] = "meta"
         try:
-            with torch.device("meta"):
+            # shapes only, and unseen by dispatch modes that watch the run (summary's FLOP counter)
+            with _disable_current_modes(), torch.device("meta"):
                 out = func(*_to_meta(args), **meta_kwargs)
         except Exception:  # noqa: BLE001 - no shape rule on meta (or a mistake torch reports on the real run)
             return
