@@ -579,3 +579,11 @@ def test_a_100_mb_spec_file_is_refused_without_reading_it(tmp_path):
     start = time.monotonic()
     refused(cli("build", path), "over the cap of 2,000,000")
     assert time.monotonic() - start < 5
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_a_declared_input_too_large_for_any_device_is_refused(device):
+    spec = "name: T\nkind: sequential\ninputs: {x: [4611686018427387904, 4611686018427387904]}\nlayers: [ReLU()]\n"
+    refused(cli("build", "-", "--device", device, input=spec), "<stdin>:3:13", "over the cap of 1,125,899,906,842,624")
+    refused(cli("build", "configs/mlp.yaml", "--device", device, "-i", "x=1099511627776,1099511627776"),
+            "--input x", "over the cap")
