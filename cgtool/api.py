@@ -9,7 +9,8 @@
     >>> [l.signature for l in cgtool.layers("linear")]
     >>> cgtool.validate(["configs/mlp.yaml", "configs/llama7b.yaml"]).ok
 
-A *spec* is a path (``str`` or ``os.PathLike``; ``"-"`` reads stdin, as on the command line),
+A *spec* is a path (``str`` or ``os.PathLike``; ``"-"`` reads stdin, as on the command line, whose
+includes are refused unless *base* names the folder they are in),
 YAML text (a string with a newline, or any string when ``file=`` names it), or a loaded
 :class:`cgtool.spec.Spec`. Options mirror the command line: ``args`` (a mapping, or ``NAME=VALUE``
 strings), ``inputs`` (``NAME=SHAPE|FILE`` strings, or a mapping name → shape or file), ``device``,
@@ -87,35 +88,35 @@ class Validation:
 
 
 def describe(spec, *, file: str | None = None, args=None, inputs=None, device="cpu", dtype=None, seed: int = 0,
-             save=None, max_memory=None, max_iterations: int | None = None) -> BuildReport:
+             save=None, max_memory=None, max_iterations: int | None = None, base=None) -> BuildReport:
     """``cgtool build``: compile, dry-run the shapes, describe the module tree and totals.
 
     *save*: also write the state_dict to this ``.pt``/``.pth`` file, atomically (refused on meta).
     """
-    built = _build(spec, file=file, args=args, inputs=inputs, device=device, dtype=dtype, seed=seed,
+    built = _build(spec, base=base, file=file, args=args, inputs=inputs, device=device, dtype=dtype, seed=seed,
                    max_memory=max_memory, max_iterations=max_iterations)
     saved = save_state_dict(built.module, os.fspath(save), device=built.device) if save else None
     return BuildReport(**_fields(module_tree(built)), saved=saved)
 
 
 def params(spec, *, file: str | None = None, args=None, device="cpu", dtype=None, seed: int = 0,
-           max_memory=None) -> ParamsReport:
+           max_memory=None, base=None) -> ParamsReport:
     """``cgtool params``: one row per distinct parameter tensor (shared names listed), buffers apart, totals.
 
     No forward runs: shapes and dtypes suffice, so ``device="meta"`` tabulates any size.
     """
-    built = _build(spec, file=file, args=args, device=device, dtype=dtype, seed=seed, check=False,
+    built = _build(spec, base=base, file=file, args=args, device=device, dtype=dtype, seed=seed, check=False,
                    max_memory=max_memory, values=False)  # counted on meta: no storage, no initial values
     return ParamsReport(**_fields(param_table(built.module, device=str(built.device))), model=_title(built))
 
 
 def summary(spec, *, file: str | None = None, args=None, inputs=None, device="cpu", dtype=None, seed: int = 0,
-            depth: int | None = None, max_memory=None, max_iterations: int | None = None) -> SummaryReport:
+            depth: int | None = None, max_memory=None, max_iterations: int | None = None, base=None) -> SummaryReport:
     """``cgtool summary``: per-layer input/output shapes, parameters, calls and FLOPs of one forward pass."""
     from .build.dryrun import DataDependent
     from .build.meta import meta_call
 
-    options = dict(file=file, args=args, inputs=inputs, device=device, dtype=dtype, seed=seed, max_memory=max_memory,
+    options = dict(base=base, file=file, args=args, inputs=inputs, device=device, dtype=dtype, seed=seed, max_memory=max_memory,
                    max_iterations=max_iterations)
     # Shapes, calls and FLOPs need no values: traced on meta (no storage, no initialisation) unless the
     # forward's control flow reads values, or the user asked for meta anyway. FLOP counting runs torch's
@@ -135,13 +136,13 @@ def summary(spec, *, file: str | None = None, args=None, inputs=None, device="cp
 
 def run(spec, *, file: str | None = None, args=None, inputs=None, device="cpu", dtype=None, seed: int = 0,
         weights=None, train: bool = False, output=None, max_memory=None,
-        max_iterations: int | None = None) -> RunResult:
+        max_iterations: int | None = None, base=None) -> RunResult:
     """``cgtool run``: one forward pass on the spec's inputs (seeded random, shapes or tensor files).
 
     *weights*: a state_dict file (``cgtool build --save``) loaded first. Evaluation mode unless *train*;
     no autograd graph is kept. *output*: save the outputs there (``.pt``/``.npy``), named in ``saved``.
     """
-    built = _build(spec, file=file, args=args, inputs=inputs, device=device, dtype=dtype, seed=seed,
+    built = _build(spec, base=base, file=file, args=args, inputs=inputs, device=device, dtype=dtype, seed=seed,
                    max_memory=max_memory, max_iterations=max_iterations)
     return run_model(built, _tensors(built), weights=weights, train=train, output=output)
 
@@ -170,7 +171,7 @@ def grad(expr: str, *, at=None, wrt=None, root: str | None = None, max_paths: in
 
 
 def capture(spec, *, file: str | None = None, args=None, inputs=None, dtype=None, seed: int = 0,
-            train: bool = False, max_memory=None, max_iterations: int | None = None):
+            train: bool = False, max_memory=None, max_iterations: int | None = None, base=None):
     """The labelled computational graph of one forward pass (:class:`cgtool.graph.capture.Capture`).
 
     Read from torch's own autograd graph: leaves (inputs, parameters by qualified name, constants),
@@ -181,7 +182,7 @@ def capture(spec, *, file: str | None = None, args=None, inputs=None, dtype=None
     """
     from .graph.capture import capture_model
 
-    built = _build(spec, file=file, args=args, inputs=inputs, dtype=dtype, seed=seed, max_memory=max_memory,
+    built = _build(spec, base=base, file=file, args=args, inputs=inputs, dtype=dtype, seed=seed, max_memory=max_memory,
                    max_iterations=max_iterations)
     limits = Limits(max_loop_iterations=max_iterations) if max_iterations else None
     return capture_model(built, _tensors(built), limits=limits, train=train)
@@ -191,7 +192,7 @@ def paths(spec, wrt: str | None = None, *, file: str | None = None, args=None, i
           seed: int = 0, loss: str = "sum", root: str | None = None, level: str = "module",
           max_paths: int | None = None, all: bool = False, by_length: bool = False, depth: int | None = None,
           count: str | None = None, sample: int = 0, max_memory=None, max_iterations: int | None = None,
-          progress=None):
+          progress=None, base=None):
     """``cgtool paths``: the gradient paths of a model's parameter (or constant, or input) *wrt*, through its
     autograd graph.
 
@@ -226,7 +227,7 @@ def paths(spec, wrt: str | None = None, *, file: str | None = None, args=None, i
     report = progress or (lambda stage, fraction=None: None)
     report("building the model")
     try:
-        built = _build(spec, file=file, args=args, inputs=inputs, dtype=dtype, seed=seed, max_memory=max_memory,
+        built = _build(spec, base=base, file=file, args=args, inputs=inputs, dtype=dtype, seed=seed, max_memory=max_memory,
                        max_iterations=max_iterations)
     except CgError as e:
         if e.hint and "--device meta" in e.hint:  # paths needs real values: meta is no way out here
@@ -281,7 +282,7 @@ def _length_counter(built: Built, depth: int | None, pattern: str | None, length
 def graph(spec_or_expr, *, level: str | None = None, highlight: str | None = None, depth: int | None = None,
           expand: bool = False, max_nodes: int | None = None, max_paths: int = 10, page: bool = False,
           at=None, root: str | None = None, args=None, inputs=None, device="cpu", dtype=None, seed: int = 0,
-          loss: str = "sum", max_memory=None, max_iterations: int | None = None):
+          loss: str = "sum", max_memory=None, max_iterations: int | None = None, base=None):
     """``cgtool graph``: what a picture of the graph shows (:class:`cgtool.graph.view.GraphView`).
 
     *spec_or_expr* is a spec when it names an existing file, is ``-`` (stdin), a path object or a
@@ -298,7 +299,7 @@ def graph(spec_or_expr, *, level: str | None = None, highlight: str | None = Non
 
     if _is_spec(spec_or_expr):
         limits = Limits(max_loop_iterations=max_iterations) if max_iterations else None
-        built = _build(spec_or_expr, args=args, inputs=inputs, device=device, dtype=dtype, seed=seed,
+        built = _build(spec_or_expr, base=base, args=args, inputs=inputs, device=device, dtype=dtype, seed=seed,
                        max_memory=max_memory, max_iterations=max_iterations)
         from .graph.capture import capture_model
 
@@ -330,7 +331,7 @@ def graph(spec_or_expr, *, level: str | None = None, highlight: str | None = Non
 
 
 def export(spec, *, to: str = "python", output=None, file: str | None = None, args=None, inputs=None, dtype=None,
-           seed: int = 0, max_memory=None, max_iterations: int | None = None):
+           seed: int = 0, max_memory=None, max_iterations: int | None = None, base=None):
     """``cgtool export``: the spec as plain PyTorch source (*to* ``python``, written to *output* when given), or
     its captured program written to *output* (``pt2``: ``torch.export.save``; ``onnx``: needs the ``onnx`` extra).
     Returns :class:`cgtool.export.ExportResult`. A spec whose forward reads tensor values cannot be captured:
@@ -346,7 +347,7 @@ def export(spec, *, to: str = "python", output=None, file: str | None = None, ar
                       hint=f"for example -o model.{to}")
     output = os.fspath(output) if output else None
     source, name = _source(spec, file)
-    built = _build(source, file=name, args=args, inputs=inputs, dtype=dtype, seed=seed, max_memory=max_memory,
+    built = _build(source, base=base, file=name, args=args, inputs=inputs, dtype=dtype, seed=seed, max_memory=max_memory,
                    max_iterations=max_iterations, check=to != "python")
     if to == "python":
         from .export.python import eject
@@ -369,7 +370,7 @@ def export(spec, *, to: str = "python", output=None, file: str | None = None, ar
 def bench(spec, *, batch="1,8,64", backward: bool = False, compile: bool = False, threads: int | None = None,
           device="cpu", file: str | None = None, args=None, inputs=None, dtype=None, seed: int = 0,
           min_time: float = 0.2, memory: bool = True, max_memory=None, max_iterations: int | None = None,
-          progress=None):
+          progress=None, base=None):
     """``cgtool bench``: latency (median, spread), throughput and peak memory at each *batch* size (a list, or
     ``"1,8,64"``), which sets the inputs' ``B`` dimension (else dim 0). The forward in evaluation mode, or with
     *backward* forward and backward in training mode; eager, and with *compile* also ``torch.compile``
@@ -385,7 +386,7 @@ def bench(spec, *, batch="1,8,64", backward: bool = False, compile: bool = False
         raise CgError(f"--threads must be 1 or more, not {threads}", "--threads")
     report = progress or (lambda stage, fraction=None: None)
     report("building the model")
-    built = _build(spec, file=file, args=args, inputs=inputs, device=device, dtype=dtype, seed=seed,
+    built = _build(spec, base=base, file=file, args=args, inputs=inputs, device=device, dtype=dtype, seed=seed,
                    max_memory=max_memory, max_iterations=max_iterations)
     return run_bench(built, batches=batches, backward=backward, compile=compile, threads=threads, min_time=min_time,
                      memory=memory, progress=report)
@@ -416,7 +417,7 @@ def _is_spec(x) -> bool:
 
 def compare(spec, *, file: str | None = None, args=None, inputs=None, scales=None, device="cpu", dtype=None,
             seed: int = 0, compile: bool = True, min_time: float = 0.2, threads: int | None = None, max_memory=None,
-            max_iterations: int | None = None, progress=None):
+            max_iterations: int | None = None, progress=None, base=None):
     """``cgtool compare``: the dynamic graph against the static capture, and eager against compiled speed.
 
     The dynamic graph is captured once per input case: each of *inputs* (``NAME=SHAPE`` or ``NAME=FILE``,
@@ -436,7 +437,7 @@ def compare(spec, *, file: str | None = None, args=None, inputs=None, scales=Non
         scales = _parse_scales(scales)
     if min_time <= 0:
         raise CgError(f"--min-time must be positive, not {min_time}", "--min-time")
-    built = _build(spec, file=file, args=args, device=device, dtype=dtype, seed=seed, max_memory=max_memory,
+    built = _build(spec, base=base, file=file, args=args, device=device, dtype=dtype, seed=seed, max_memory=max_memory,
                    max_iterations=max_iterations)
     limits = Limits(max_loop_iterations=max_iterations) if max_iterations else None
     default = _tensors(built)
@@ -477,14 +478,14 @@ class StaticGraph:
 
 
 def static_graph(spec, *, file: str | None = None, args=None, inputs=None, dtype=None, seed: int = 0,
-                 max_nodes: int | None = None, max_memory=None, max_iterations: int | None = None) -> StaticGraph:
+                 max_nodes: int | None = None, max_memory=None, max_iterations: int | None = None, base=None) -> StaticGraph:
     """The static graph of a spec: its forward captured ahead of time with ``torch.export`` (non-strict) and drawn
     like the dynamic one; for a forward whose control flow reads tensor values (FancyMLP), the spec line that
     prevents capture, why, torch's error in one line, and a trace's answer on the input scaled by 100 beside
     eager's. Not being capturable is a finding, not an error."""
     from .graph.static import baked_branch, static_capture, static_view
 
-    built = _build(spec, file=file, args=args, inputs=inputs, dtype=dtype, seed=seed, max_memory=max_memory,
+    built = _build(spec, base=base, file=file, args=args, inputs=inputs, dtype=dtype, seed=seed, max_memory=max_memory,
                    max_iterations=max_iterations)
     tensors = _tensors(built)
     sc = static_capture(built, tensors)
@@ -622,12 +623,12 @@ def _source(spec, file: str | None):
     raise CgError(f"a spec is a path, YAML text or a Spec, not {type(spec).__name__}")
 
 
-def _build(spec, *, file=None, args=None, inputs=None, device="cpu", dtype=None, seed: int = 0, check: bool = True,
-           max_memory=None, max_iterations: int | None = None, values: bool = True) -> Built:
+def _build(spec, *, base=None, file=None, args=None, inputs=None, device="cpu", dtype=None, seed: int = 0,
+           check: bool = True, max_memory=None, max_iterations: int | None = None, values: bool = True) -> Built:
     source, name = _source(spec, file)
     if isinstance(max_memory, str):
         max_memory = parse_bytes(max_memory) if max_memory else None
-    return build_model(source, file=name, args=parse_args(args), device=getattr(device, "value", device),
+    return build_model(source, file=name, base=base, args=parse_args(args), device=getattr(device, "value", device),
                        dtype=getattr(dtype, "value", dtype), seed=seed, inputs=_input_overrides(inputs), check=check,
                        max_bytes=max_memory, values=values,
                        limits=Limits(max_loop_iterations=max_iterations) if max_iterations else None)

@@ -334,8 +334,6 @@ def test_the_default_cap_refuses_before_allocating():
         fn()
 
 
-@pytest.mark.xfail(strict=True, reason="the *_like functions are not capped: an expanded view (no memory) "
-                                       "becomes a full tensor of any size")
 @pytest.mark.parametrize("name", ["zeros_like", "ones_like", "rand_like", "randn_like", "full_like"])
 def test_like_functions_respect_the_cap(name):
     extra = ", 1.0" if name == "full_like" else ""

@@ -117,7 +117,7 @@ BAD = {
     "dunder": ("kind: module\ninputs: {x: [2]}\nforward: |\n  return x.__class__\n", "spec.yaml:4:10:",
                "attribute .__class__ is not allowed"),
     "endless_loop": ("kind: module\ninputs: {x: [2]}\nforward: |\n  while True:\n    x = x + 1\n  return x\n",
-                     "spec.yaml:4:", "while loop ran more than 10,000 iterations"),
+                     "spec.yaml:4:", "loops ran more than 10,000 iterations in one call"),
     "huge_repeat": ("kind: sequential\nlayers:\n  - {type: ReLU, repeat: 100000000}\n", "spec.yaml:3:",
                     "over the cap"),
     "unknown_key": ("kind: sequential\nlayer: []\n", "spec.yaml:2:1:", "unknown key 'layer'"),

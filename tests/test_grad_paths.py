@@ -469,9 +469,11 @@ def test_bad_input_raises_cg_error(text, values, wrt, needle):
 
 
 def test_operation_cap_stops_nested_loops():
-    # nested loops multiply each loop's own cap: the operation cap bounds the whole run (a small cap keeps it fast)
+    # the operation cap bounds the whole run (a small cap keeps it fast); nested loops share one loop cap
     text = "h = x\nfor i in range(100):\n    for j in range(100):\n        h = h + 1"
     with pytest.raises(CgError) as info:
         explain(text, {"x": 1.0}, limits=Limits(max_operations=500))
     assert "more than 500 operations" in str(info.value) and info.value.place.startswith("<expr>:4")
-    assert explain(text, {"x": 1.0}, limits=Limits(max_operations=20_000)).value == 10_001.0
+    with pytest.raises(CgError, match="loops ran more than 10,000 iterations in one call"):  # 100 + 100 * 100 steps
+        explain(text, {"x": 1.0}, limits=Limits(max_operations=20_000))
+    assert explain(text, {"x": 1.0}, limits=Limits(max_operations=20_000, max_loop_iterations=10_100)).value == 10_001.0

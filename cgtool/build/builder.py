@@ -121,7 +121,7 @@ class Builder:
                               hint=f"use --{bad} on the command line")
         try:
             sig = layer_signature(cls)
-            sig.bind(*args, **kwargs)
+            bound = sig.bind(*args, **kwargs)
         except TypeError as e:
             hint = None
             params = [p for p in sig.parameters if p not in ("device", "dtype")]
@@ -134,11 +134,18 @@ class Builder:
             pass  # no signature available: let the constructor judge
         else:
             _check_positional(call, where, sig, len(args))
+            _check_stacked(call, where, bound.arguments)
         try:
             return cls(*args, **kwargs)
         except CgError:
             raise
         except Exception as e:  # noqa: BLE001 - a constructor's complaint about user values
+            text = _text_for_number(cls, args, kwargs)
+            if text is not None:  # torch's words would be "empty(): argument 'size' failed to unpack ..."
+                name, value = text
+                raise CgError(f"{where}: {call.text}: {name} is the text {value!r}, where {call.type} expects a "
+                              "number", call.loc, hint=f"write a number or an arg name there: {call.type}("
+                              f"{', '.join(_signature_params(layer_signature(cls)))})") from None
             raise CgError(f"{where}: {call.text} cannot be constructed: {first_line(e)}", call.loc,
                           hint=f"{call.type}({', '.join(_signature_params(layer_signature(cls)))})") from None
 
@@ -189,6 +196,32 @@ class Builder:
             if tuple(old.shape) != tuple(param.shape):
                 raise CgError(f"tie: {target} has shape {list(old.shape)} but {source} has {list(param.shape)}", loc)
             setattr(owner, attr, param)
+
+
+def _text_for_number(cls, args, kwargs) -> tuple[str, str] | None:
+    """(parameter, text) of a string given where the parameter's default is a number (in_features='(...)')."""
+    try:
+        bound = layer_signature(cls).bind(*args, **kwargs)
+    except (TypeError, ValueError):
+        return None
+    for name, value in bound.arguments.items():
+        default = bound.signature.parameters[name].default
+        if isinstance(value, str) and (default is inspect.Parameter.empty or isinstance(default, (int, float))) \
+                and not isinstance(default, bool):
+            return name, value
+    return None
+
+
+MAX_STACKED = 1_000  # num_layers of one TransformerEncoder, LSTM, ...: each is a copy, even on meta
+
+
+def _check_stacked(call: Call, where: str, arguments: dict) -> None:
+    """A layer that stacks copies of itself (num_layers=10**6 takes hours to build, even on meta)."""
+    for name in ("num_layers", "num_encoder_layers", "num_decoder_layers"):
+        n = arguments.get(name)
+        if isinstance(n, int) and not isinstance(n, bool) and n > MAX_STACKED:
+            raise CgError(f"{where}: {call.type} {name}={n:,} is over the cap of {MAX_STACKED:,} stacked layers",
+                          call.loc, hint=f"use a smaller {name} (the largest published models stack about 100)")
 
 
 def _check_positional(call: Call, where: str, sig: inspect.Signature, given: int) -> None:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from .. import lang
 from ..errors import CgError, Loc, first_line
+from ..lang.tensorcap import guarded
 from .builder import Origin
 
 
@@ -161,18 +162,23 @@ _DATA_DEPENDENT = ("cannot be called on meta tensors", "Cannot copy out of meta 
 
 
 def run_forward(module: nn.Module, args: list, *, files: set[str], origins: dict[int, Origin] | None = None,
-                track: bool = True, names: list[str] | None = None, repeats: bool = False):
+                track: bool = True, names: list[str] | None = None, max_elements: int | None = None,
+                repeats: bool = False):
     """Call *module* and turn any failure into a CgError at the spec's place.
 
     *names* are the inputs' names, in the order of *args* (for errors about an input).
+    *max_elements*: the element cap on every tensor the forward makes (default: the language's).
     *repeats*: on meta tensors, run each distinct block once (:class:`_Repeats`).
 
     Returns (output, records) where records maps module paths to what they saw.
     """
     origins = origins or {}
     tracker = _Tracker(module) if track else None
+    cap = max_elements or lang.DEFAULT_LIMITS.max_elements
     try:
-        with contextlib.ExitStack() as stack:
+        # the model stays as built, every tensor stays under the element cap, the run ends in time
+        with guarded(module, max_elements=cap, max_pieces=lang.DEFAULT_LIMITS.max_sequence), \
+                contextlib.ExitStack() as stack:
             if tracker is not None:
                 stack.enter_context(tracker)
             if repeats:
@@ -180,7 +186,13 @@ def run_forward(module: nn.Module, args: list, *, files: set[str], origins: dict
             out = module(*args)
         return out, (tracker.records if tracker else {})
     except CgError as e:
-        raise e.with_place(lang.locate_runtime_error(e, files)) from None
+        loc = lang.locate_runtime_error(e, files)
+        if loc is None and tracker is not None and tracker.stack and e.place is None:
+            # a cap hit inside a layer (an Upsample's output): the layer's place, and its name in the message
+            origin = origins.get(id(tracker.stack[-1][0]))
+            if origin is not None:
+                raise CgError(f"{origin.where} {origin.text}: {e.message}", origin.loc, e.hint) from None
+        raise e.with_place(loc) from None
     except Exception as e:  # noqa: BLE001 - torch's errors on user shapes and values
         loc = lang.locate_runtime_error(e, files)
         text = str(e)

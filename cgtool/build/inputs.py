@@ -55,7 +55,19 @@ def apply_overrides(spec: Spec, overrides: list[str]) -> tuple[dict[str, InputSp
             declared[name] = dataclasses.replace(base, shape=tuple(tensor.shape), dtype=tensor.dtype)
         else:
             declared[name] = dataclasses.replace(base, shape=parse_shape(value, place))
+    for name, inp in declared.items():
+        n = 1
+        for d in inp.shape:
+            n *= int(d)
+        if n > MAX_INPUT_ELEMENTS:  # even on meta: torch cannot size a tensor of 2^62 x 2^62 elements
+            overridden = any(e.split("=", 1)[0].strip() == name for e in overrides if "=" in e)
+            raise CgError(f"input {name} of shape {list(inp.shape)} has {n:,} elements, over the cap of "
+                          f"{MAX_INPUT_ELEMENTS:,} (2^50)", f"--input {name}" if overridden else (inp.loc or spec.file),
+                          hint="declare a smaller shape (the batch is usually the dimension to shrink)")
     return declared, given
+
+
+MAX_INPUT_ELEMENTS = 2**50  # of one input, on any device (meta included: shapes only)
 
 
 def _check_given(tensor: torch.Tensor, spec: InputSpec | None, place: str):

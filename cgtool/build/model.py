@@ -44,11 +44,13 @@ class Built:
     param_count: int = 0
     param_bytes: int = 0
     values: bool = True  # False: built on meta only to be counted or traced, whatever `device` says
+    element_cap: int = lang.DEFAULT_LIMITS.max_elements  # of any tensor a forward makes
 
     def forward(self, inputs: dict):
         """Run the model on named inputs; errors come back at the spec's places."""
         args = [inputs[n] for n in self.input_names]
-        out, _ = run_forward(self.module, args, files=self.files, origins=self.origins, names=self.input_names)
+        out, _ = run_forward(self.module, args, files=self.files, origins=self.origins, names=self.input_names,
+                             max_elements=self.element_cap)
         return out
 
     @property
@@ -71,15 +73,16 @@ def resolve_device(device) -> torch.device:
 
 def build_model(source, *, file: str | None = None, args: dict | None = None, device="cpu", dtype=None,
                 seed: int = 0, inputs: list[str] | None = None, check: bool = True, max_bytes: int | None = None,
-                limits: lang.Limits | None = None, values: bool = True) -> Built:
+                limits: lang.Limits | None = None, base: str | None = None, values: bool = True) -> Built:
     """Load, compile and check a spec. ``inputs`` are CLI-style overrides (``x=2,784``, ``x=file.npy``).
+    ``base``: the folder a spec given as text (stdin) may include files from (none: no includes).
 
     ``values=False``: the module stays on the meta device whatever *device* says (no storage, no
     initialisation, no memory cap to meet): for what needs shapes only, such as counting parameters."""
     from .inputs import apply_overrides
 
     limits = limits or lang.DEFAULT_LIMITS
-    spec = source if isinstance(source, Spec) else load_spec(source, file=file, args=args, limits=limits)
+    spec = source if isinstance(source, Spec) else load_spec(source, file=file, args=args, limits=limits, base=base)
     dev = resolve_device(device)
     dtype = _dtype(dtype)
     declared, given = apply_overrides(spec, inputs or [])
@@ -102,7 +105,9 @@ def build_model(source, *, file: str | None = None, args: dict | None = None, de
         module = module.to(dtype)
         meta_module = module if module is meta_module else meta_module.to(dtype)
     built = Built(module, spec, declared, dev, dtype, builder.files, builder.origins, builder.code, seed, given,
-                  param_count=params, param_bytes=nbytes, values=values or dev.type == "meta")
+                  param_count=params, param_bytes=nbytes, values=values or dev.type == "meta",
+                  element_cap=_element_cap(limits, max_bytes if max_bytes is not None else default_max_bytes(),
+                                           dtype) if dev.type != "meta" else 2**62)  # meta allocates nothing
     if check:
         built.check = meta_call(dry_run, built, meta_module, meta_builder)
         if dev.type != "meta" and values:
@@ -117,6 +122,13 @@ def _meta_build(spec: Spec, limits: lang.Limits) -> tuple[Builder, nn.Module]:
     with building_on_meta():
         module = builder.module(spec)
     return builder, module
+
+
+def _element_cap(limits: lang.Limits, max_bytes: int, dtype) -> int:
+    """The element cap of a model's forward: the language's cap, or as many elements as the memory cap holds
+    (a model may compute large values; no single one may take more than half the memory it is allowed)."""
+    element = torch.empty((), dtype=dtype or torch.float32).element_size()
+    return max(limits.max_elements, max_bytes // (2 * element))
 
 
 def _check_activations(built: Built, nbytes: int, inputs: dict[str, int], cap: int) -> None:
@@ -187,7 +199,7 @@ def dry_run(built: Built, meta_module: nn.Module, meta_builder: Builder) -> Chec
         with torch.no_grad(), torch.device("meta"):
             out, records = run_forward(meta_module, [meta_inputs[n] for n in built.input_names],
                                        files=meta_builder.files, origins=meta_builder.origins, names=built.input_names,
-                                       repeats=True)
+                                       max_elements=built.element_cap, repeats=True)
         return Check("passed", "meta", outputs=output_shapes(out), records=records)
     except DataDependent as dd:
         where = f" ({dd.loc})" if dd.loc else ""
@@ -197,7 +209,7 @@ def dry_run(built: Built, meta_module: nn.Module, meta_builder: Builder) -> Chec
     real = example_inputs(built, device=built.device)
     with torch.no_grad():
         out, records = run_forward(built.module, [real[n] for n in built.input_names], files=built.files,
-                                   origins=built.origins, names=built.input_names)
+                                   origins=built.origins, names=built.input_names, max_elements=built.element_cap)
     return Check("passed", "real", outputs=output_shapes(out), records=records)
 
 

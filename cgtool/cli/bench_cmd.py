@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import app
-from .common import ArgOpt, DeviceOpt, Device, DTypeOpt, InputOpt, JsonOpt, MaxIterationsOpt, MaxMemoryOpt, SeedOpt, \
+from .common import ArgOpt, DeviceOpt, Device, DTypeOpt, InputOpt, JsonOpt, MaxIterationsOpt, BaseOpt, TimeLimitOpt, MaxMemoryOpt, SeedOpt, \
     SpecArg, handle_errors
 
 
@@ -31,6 +31,8 @@ def bench_command(
     seed: SeedOpt = 0,
     json: JsonOpt = False,
     max_memory: MaxMemoryOpt = None,
+    time_limit: TimeLimitOpt = None,
+    base: BaseOpt = None,
     max_iterations: MaxIterationsOpt = None,
 ):
     """Latency (median and spread), throughput and peak memory across batch sizes; eager and compiled.
@@ -42,7 +44,7 @@ def bench_command(
     from ..render.progress import StageProgress
 
     with StageProgress(enabled=not json) as progress:
-        result = bench(spec, batch=batch, backward=backward, compile=compile_, threads=threads, device=device,
+        result = bench(spec, base=base, batch=batch, backward=backward, compile=compile_, threads=threads, device=device,
                        args=arg, inputs=input, dtype=dtype, seed=seed, min_time=min_time, max_memory=max_memory,
                        max_iterations=max_iterations, progress=progress)
     render_bench(result, json=json)

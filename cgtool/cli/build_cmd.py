@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import app
-from .common import (ArgOpt, Device, DeviceOpt, DTypeOpt, InputOpt, JsonOpt, MaxIterationsOpt, MaxMemoryOpt, SeedOpt,
+from .common import (ArgOpt, Device, DeviceOpt, DTypeOpt, InputOpt, JsonOpt, MaxIterationsOpt, BaseOpt, TimeLimitOpt, MaxMemoryOpt, SeedOpt,
                      SpecArg, handle_errors)
 
 
@@ -26,6 +26,8 @@ def build_command(
     depth: Annotated[Optional[int], typer.Option("--depth", help="Deepest tree level shown.", min=1,
                                                  show_default=False, metavar="N")] = None,
     max_memory: MaxMemoryOpt = None,
+    time_limit: TimeLimitOpt = None,
+    base: BaseOpt = None,
     max_iterations: MaxIterationsOpt = None,
 ):
     """Compile SPEC to a torch.nn module, check shapes with a dry run, and show its module tree.
@@ -34,7 +36,7 @@ def build_command(
     """
     from ..api import describe
 
-    report = describe(spec, args=arg, inputs=input, device=device, dtype=dtype, seed=seed, save=save,
+    report = describe(spec, base=base, args=arg, inputs=input, device=device, dtype=dtype, seed=seed, save=save,
                       max_memory=max_memory, max_iterations=max_iterations)
     from ..render.build import render_build
 

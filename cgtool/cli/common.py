@@ -117,13 +117,32 @@ MaxIterationsOpt = Annotated[
 ]
 
 
+TimeLimitOpt = Annotated[
+    Optional[str],
+    typer.Option("--time-limit", help="Stop a run that takes longer (seconds; default 600, or CGTOOL_TIME_LIMIT).",
+                 show_default=False, metavar="SECONDS"),
+]
+BaseOpt = Annotated[
+    Optional[str],
+    typer.Option("--base", help="With SPEC -: the folder its includes are in (none: includes are refused).",
+                 show_default=False, metavar="DIR"),
+]
+
+
 def handle_errors(fn):
-    """Map user mistakes to `error: PLACE: message` on stderr and an exit code; never a traceback."""
+    """Map user mistakes to `error: PLACE: message` on stderr and an exit code; never a traceback.
+
+    The command runs under the work budget (``--time-limit``, see :mod:`cgtool.budget`)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from .. import budget
+
         try:
-            return fn(*args, **kwargs)
+            limit = kwargs.get("time_limit")
+            seconds = budget.parse_seconds(limit) if limit is not None else budget.default_seconds()
+            with budget.work_budget(seconds):
+                return fn(*args, **kwargs)
         except CgError as e:
             print_error(e.message, e.place, e.hint)
             raise typer.Exit(1) from None

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import app
-from .common import ArgOpt, DeviceOpt, Device, DTypeOpt, JsonOpt, MaxIterationsOpt, MaxMemoryOpt, SeedOpt, \
+from .common import ArgOpt, DeviceOpt, Device, DTypeOpt, JsonOpt, MaxIterationsOpt, BaseOpt, TimeLimitOpt, MaxMemoryOpt, SeedOpt, \
     SpecArg, handle_errors
 
 
@@ -31,6 +31,8 @@ def compare_command(
     seed: SeedOpt = 0,
     json: JsonOpt = False,
     max_memory: MaxMemoryOpt = None,
+    time_limit: TimeLimitOpt = None,
+    base: BaseOpt = None,
     max_iterations: MaxIterationsOpt = None,
 ):
     """Dynamic vs static: the dynamic graph for several inputs, the static capture (or the spec line that
@@ -44,7 +46,7 @@ def compare_command(
     from ..render.progress import StageProgress
 
     with StageProgress(enabled=not json) as progress:
-        result = compare(spec, args=arg, inputs=input, scales=scales, device=device, dtype=dtype, seed=seed,
+        result = compare(spec, base=base, args=arg, inputs=input, scales=scales, device=device, dtype=dtype, seed=seed,
                          compile=compile, min_time=min_time, threads=threads, max_memory=max_memory,
                          max_iterations=max_iterations, progress=progress)
     render_compare(result, json=json)

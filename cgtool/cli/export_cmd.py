@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import app
-from .common import ArgOpt, DTypeOpt, InputOpt, JsonOpt, MaxIterationsOpt, MaxMemoryOpt, SeedOpt, SpecArg, handle_errors
+from .common import ArgOpt, DTypeOpt, InputOpt, JsonOpt, MaxIterationsOpt, BaseOpt, TimeLimitOpt, MaxMemoryOpt, SeedOpt, SpecArg, handle_errors
 
 
 class Target(str, enum.Enum):
@@ -32,6 +32,8 @@ def export_command(
     seed: SeedOpt = 0,
     json: JsonOpt = False,
     max_memory: MaxMemoryOpt = None,
+    time_limit: TimeLimitOpt = None,
+    base: BaseOpt = None,
     max_iterations: MaxIterationsOpt = None,
 ):
     """Eject a spec to plain PyTorch source, or write its captured program (pt2, ONNX).
@@ -41,6 +43,6 @@ def export_command(
     from ..api import export
     from ..render.export import render_export
 
-    result = export(spec, to=to.value, output=output, args=arg, inputs=input, dtype=dtype, seed=seed,
+    result = export(spec, base=base, to=to.value, output=output, args=arg, inputs=input, dtype=dtype, seed=seed,
                     max_memory=max_memory, max_iterations=max_iterations)
     render_export(result, json=json)

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import app
-from .common import JsonOpt, handle_errors
+from .common import JsonOpt, TimeLimitOpt, handle_errors
 
 
 @app.command("grad")
@@ -31,6 +31,7 @@ def grad_command(
     max_iterations: Annotated[Optional[int], typer.Option("--max-iterations", min=1, help="Cap on loop "
                                                           "iterations in the expression.", show_default=False,
                                                           metavar="N")] = None,
+    time_limit: TimeLimitOpt = None,
 ):
     """Gradient paths of an expression: each path, its factors, contribution and symbolic form, the sum, and
     the check against autograd.

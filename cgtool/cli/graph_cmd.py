@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import app
-from .common import ArgOpt, Device, DTypeOpt, Level, InputOpt, JsonOpt, MaxIterationsOpt, MaxMemoryOpt, SeedOpt, handle_errors
+from .common import ArgOpt, Device, DTypeOpt, Level, InputOpt, JsonOpt, MaxIterationsOpt, BaseOpt, TimeLimitOpt, MaxMemoryOpt, SeedOpt, handle_errors
 from ..errors import CgError
 
 
@@ -95,6 +95,8 @@ def graph_command(
     seed: SeedOpt = 0,
     json: JsonOpt = False,
     max_memory: MaxMemoryOpt = None,
+    time_limit: TimeLimitOpt = None,
+    base: BaseOpt = None,
     max_iterations: MaxIterationsOpt = None,
 ):
     """Draw the computational graph of a spec's forward pass or of an expression: text, DOT, Mermaid, JSON,
@@ -134,7 +136,7 @@ def graph_command(
                           "--static", hint=f"no file named {spec_or_expr!r} exists")
         with StageProgress(enabled=fmt != "json") as progress:
             progress("capturing the forward with torch.export")
-            result = static_graph(spec_or_expr, args=arg, inputs=input, dtype=dtype, seed=seed, max_nodes=max_nodes,
+            result = static_graph(spec_or_expr, base=base, args=arg, inputs=input, dtype=dtype, seed=seed, max_nodes=max_nodes,
                                   max_memory=max_memory, max_iterations=max_iterations)
         render_static(result, fmt, output)
         return
@@ -143,7 +145,7 @@ def graph_command(
 
     with StageProgress(enabled=fmt != "json") as progress:
         progress("capturing the graph" + (" and the paths of every leaf" if fmt == "html" else ""))
-        view = graph(spec_or_expr, level=level.value if level else None, highlight=highlight, depth=depth,
+        view = graph(spec_or_expr, base=base, level=level.value if level else None, highlight=highlight, depth=depth,
                      expand=expand, max_nodes=max_nodes, max_paths=max_paths, page=fmt == "html", at=at, root=root,
                      args=arg, inputs=input, device=device.value, dtype=dtype, seed=seed, max_memory=max_memory,
                      max_iterations=max_iterations)

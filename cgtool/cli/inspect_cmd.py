@@ -10,7 +10,7 @@ from . import app
 from .common import (
     ArgOpt,
     MaxIterationsOpt,
-    MaxMemoryOpt,
+    BaseOpt, TimeLimitOpt, MaxMemoryOpt,
     Device,
     DeviceOpt,
     DTypeOpt,
@@ -62,6 +62,8 @@ def params_cmd(
     json_out: JsonOpt = False,
     fmt: FormatOpt = None,
     max_memory: MaxMemoryOpt = None,
+    time_limit: TimeLimitOpt = None,
+    base: BaseOpt = None,
 ) -> None:
     """Parameter table: names, shapes, counts, trainable, dtype, device, shared tensors; buffers apart; totals.
 
@@ -72,7 +74,7 @@ def params_cmd(
     from ..render.params import params_csv, params_json, print_params
 
     fmt = _format(json_out, fmt)
-    table = params(spec, args=arg, device=device, dtype=dtype, seed=seed, max_memory=max_memory)
+    table = params(spec, base=base, args=arg, device=device, dtype=dtype, seed=seed, max_memory=max_memory)
     if fmt is Format.json:
         print_json(params_json(table))
     elif fmt is Format.csv:
@@ -93,6 +95,8 @@ def summary_cmd(
     depth: DepthOpt = None,
     json_out: JsonOpt = False,
     max_memory: MaxMemoryOpt = None,
+    time_limit: TimeLimitOpt = None,
+    base: BaseOpt = None,
     max_iterations: MaxIterationsOpt = None,
 ) -> None:
     """Per-layer table of one forward pass: input/output shapes, parameters, calls, FLOPs (torch's counter).
@@ -103,7 +107,7 @@ def summary_cmd(
     from ..render.console import print_json
     from ..render.summary import print_summary, summary_json
 
-    result = summary(spec, args=arg, inputs=input, device=device, dtype=dtype, seed=seed, depth=depth,
+    result = summary(spec, base=base, args=arg, inputs=input, device=device, dtype=dtype, seed=seed, depth=depth,
                      max_memory=max_memory, max_iterations=max_iterations)
     if json_out:
         print_json(summary_json(result))
@@ -125,6 +129,8 @@ def run_cmd(
     train: TrainOpt = False,
     json_out: JsonOpt = False,
     max_memory: MaxMemoryOpt = None,
+    time_limit: TimeLimitOpt = None,
+    base: BaseOpt = None,
     max_iterations: MaxIterationsOpt = None,
 ) -> None:
     """Forward pass on the spec's inputs (seeded random, --input shapes or tensor files); prints or saves the output.
@@ -135,7 +141,7 @@ def run_cmd(
     from ..render.console import print_json, print_warning
     from ..render.run import print_run, run_json
 
-    result = run(spec, args=arg, inputs=input, device=device, dtype=dtype, seed=seed, weights=weights, train=train,
+    result = run(spec, base=base, args=arg, inputs=input, device=device, dtype=dtype, seed=seed, weights=weights, train=train,
                  output=output, max_memory=max_memory, max_iterations=max_iterations)
     for warning in result.warnings:
         print_warning(warning)

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import app
-from .common import complete_names, ArgOpt, Level, DTypeOpt, InputOpt, JsonOpt, MaxIterationsOpt, MaxMemoryOpt, SeedOpt, SpecArg, handle_errors
+from .common import complete_names, ArgOpt, Level, DTypeOpt, InputOpt, JsonOpt, MaxIterationsOpt, BaseOpt, TimeLimitOpt, MaxMemoryOpt, SeedOpt, SpecArg, handle_errors
 
 
 class Loss(str, enum.Enum):
@@ -53,6 +53,8 @@ def paths_command(
     seed: SeedOpt = 0,
     json: JsonOpt = False,
     max_memory: MaxMemoryOpt = None,
+    time_limit: TimeLimitOpt = None,
+    base: BaseOpt = None,
     max_iterations: MaxIterationsOpt = None,
 ):
     """Gradient paths of a model's parameter: exact path count, top paths by contribution, the check against
@@ -65,7 +67,7 @@ def paths_command(
     from ..render.progress import StageProgress
 
     with StageProgress(enabled=not json) as progress:
-        result = paths(spec, wrt, args=arg, inputs=input, dtype=dtype, seed=seed, loss=loss.value, root=root,
+        result = paths(spec, wrt, base=base, args=arg, inputs=input, dtype=dtype, seed=seed, loss=loss.value, root=root,
                        level=level.value, max_paths=max_paths, all=all_, by_length=by_length, depth=depth,
                        count=count, sample=sample, max_memory=max_memory, max_iterations=max_iterations,
                        progress=progress)

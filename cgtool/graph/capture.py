@@ -369,10 +369,14 @@ def _detached(value):
     return value
 
 
-def run_compiled(fn, args: list, recorder: Recorder, files: set[str]):
+def run_compiled(fn, args: list, recorder: Recorder, files: set[str], max_elements: int | None = None):
     """Run capture-mode code; errors without a place get the program's line."""
+    from ..lang.tensorcap import guarded
+
+    limits = recorder.limits
     try:
-        with recorder.hooks():
+        with guarded(fn if isinstance(fn, nn.Module) else None, max_elements=max_elements or limits.max_elements,
+                     max_pieces=limits.max_sequence), recorder.hooks():
             return fn(*args)
     except CgError as e:
         raise e.with_place(locate_runtime_error(e, files)) from None
@@ -844,7 +848,7 @@ def capture_model(built, inputs: dict[str, torch.Tensor], *, limits: Limits | No
         for b in constants:
             b.requires_grad_(True)
         with _capture_forwards(module, recorder, limits or Limits()), torch.enable_grad():
-            out = run_compiled(module, args, recorder, set(built.files))
+            out = run_compiled(module, args, recorder, set(built.files), getattr(built, "element_cap", None))
     finally:
         module.train(was_training)
         for b in constants:

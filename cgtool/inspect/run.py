@@ -58,10 +58,67 @@ class RunResult:
         return self.tensors()
 
 
+CHUNK = 1 << 22  # elements: statistics of larger outputs are taken a block at a time
+
+
+def _blocks(t: torch.Tensor):
+    """*t* as views of at most about CHUNK elements each (an expanded output is never made real whole)."""
+    if t.numel() <= CHUNK or t.dim() == 0:
+        yield t
+        return
+    rows = CHUNK // max(1, t.numel() // t.shape[0])
+    if rows <= 1:  # one row is a block or more: each row on its own, one dimension down
+        for i in range(t.shape[0]):
+            yield from _blocks(t[i])
+        return
+    for i in range(0, t.shape[0], rows):
+        yield from _blocks(t[i:i + rows])
+
+
+def _collapse(t: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """An expanded view's stored values and how often each repeats: (x.expand(k, n), k) -> (x[:1], k)."""
+    k = 1
+    for d in range(t.dim()):
+        if t.stride(d) == 0 and t.shape[d] > 1:
+            k *= t.shape[d]
+            t = t.narrow(d, 0, 1)
+    return t, k
+
+
+def _large_stats(t: torch.Tensor, repeats: int = 1) -> TensorStats:
+    """Statistics of a large output in one pass over blocks: memory bounded by the block, not the output.
+    Each value counts *repeats* times (the stored values of an expanded view)."""
+    n = nan = inf = 0
+    total = squares = 0.0
+    lo, hi = math.inf, -math.inf
+    for block in _blocks(t):
+        f = block.double()
+        finite = torch.isfinite(f)
+        if f.is_floating_point():
+            nan += int(torch.isnan(f).sum())
+            inf += int(torch.isinf(f).sum())
+        vals = f[finite]
+        if vals.numel():
+            n += vals.numel()
+            total += float(vals.sum())
+            squares += float((vals * vals).sum())
+            lo, hi = min(lo, float(vals.min())), max(hi, float(vals.max()))
+    n, nan, inf, total, squares = n * repeats, nan * repeats, inf * repeats, total * repeats, squares * repeats
+    if n == 0:
+        return TensorStats(min=math.nan, max=math.nan, mean=math.nan, std=None, nan=nan, inf=inf)
+    mean = total / n
+    std = math.sqrt(max(0.0, (squares - n * mean * mean) / (n - 1))) if n > 1 else None
+    if not t.dtype.is_floating_point:
+        lo, hi = int(lo), int(hi)
+    return TensorStats(min=lo, max=hi, mean=mean, std=std, nan=nan, inf=inf)
+
+
 def tensor_stats(t: torch.Tensor) -> TensorStats | None:
     if t.is_meta or t.numel() == 0:
         return None
     t = t.detach()
+    if t.numel() > CHUNK and not t.is_complex() and t.dtype != torch.bool:
+        return _large_stats(*_collapse(t))
     if t.is_complex():
         t = t.abs()
     if t.dtype == torch.bool:
@@ -84,7 +141,8 @@ def tensor_stats(t: torch.Tensor) -> TensorStats | None:
 
 def output_info(name: str, t: torch.Tensor, preview: int = 8) -> OutputInfo:
     has_values = not t.is_meta
-    flat = t.detach().reshape(-1)
+    # the first values without flattening the whole output (reshape copies an expanded view whole)
+    flat = t.detach().reshape(-1) if t.numel() <= FULL_PREVIEW or t.is_contiguous() else _first_values(t, preview)
     return OutputInfo(
         name=name,
         shape=tuple(t.shape),
@@ -96,6 +154,19 @@ def output_info(name: str, t: torch.Tensor, preview: int = 8) -> OutputInfo:
         stats=tensor_stats(t),
         tensor=t.detach(),
     )
+
+
+def _first_values(t: torch.Tensor, n: int) -> torch.Tensor:
+    """The first *n* values of *t* in row-major order, without making the whole of it."""
+    out, index = [], [0] * t.dim()
+    for _ in range(min(n, t.numel())):
+        out.append(t[tuple(index)])
+        for d in range(t.dim() - 1, -1, -1):
+            index[d] += 1
+            if index[d] < t.shape[d]:
+                break
+            index[d] = 0
+    return torch.stack(out) if out else t.new_zeros(0)
 
 
 def run_result(result) -> RunResult:

@@ -133,6 +133,7 @@ def load_tensor(path: str, name: str) -> torch.Tensor:
             raise CgError(f"{what}: the .pt file holds a meta tensor (a shape, no values)", path,
                           hint=f"save a tensor with values, or give the shape instead: --input {name}="
                           + ",".join(str(d) for d in obj.shape))
+        _check_stored(obj, what, path, name)
         return obj.detach() if obj.requires_grad or isinstance(obj, torch.nn.Parameter) else obj
     if isinstance(obj, Mapping):
         keys = ", ".join(repr(str(k)) for k in list(obj)[:8]) or "none"
@@ -143,6 +144,20 @@ def load_tensor(path: str, name: str) -> torch.Tensor:
         )
     raise CgError(f"{what}: the .pt file holds a {type(obj).__name__}, not a tensor", path,
                   hint="save a tensor with torch.save(t, path)")
+
+
+def _check_stored(t: torch.Tensor, what: str, path: str, name: str) -> None:
+    """An expanded view (stride 0) saves one value for any number of elements: a 1.5 KB file can stand for
+    gigabytes that every operation on it makes real. An input's values are all in the file, or it is refused."""
+    try:
+        stored = t.untyped_storage().nbytes()
+    except (RuntimeError, NotImplementedError):
+        return
+    if t.numel() * t.element_size() > stored:
+        raise CgError(f"{what}: the .pt file holds an expanded view: {t.numel():,} elements stored in "
+                      f"{stored:,} bytes", path,
+                      hint="save a tensor whose values are all stored: torch.save(t.contiguous().clone(), path), or "
+                      f"give a shape: --input {name}=" + ",".join(str(d) for d in t.shape))
 
 
 def load_state_dict(path: str) -> dict[str, torch.Tensor]:

@@ -24,7 +24,33 @@ def _tensor_or_python(torch_fn, py_fn):
 
 
 def _dropout(training, x, p=0.5, training_=None, inplace=False):
-    return F.dropout(x, p, training if training_ is None else training_, inplace)
+    # never in place: the tensor given may be a parameter (inplace=... is refused by the checker; a
+    # positional True lands here)
+    return F.dropout(x, p, training if training_ is None else training_, False)
+
+
+def _not_in_place(fn, *positional):
+    """*fn* (F.elu, ...) with its in-place switch off, whether given by keyword or by position."""
+
+    def call(*args, **kw):
+        kw.pop("inplace", None)
+        n = len(positional) + 1  # the input, then the positional options before `inplace`
+        return fn(*args[:n], **kw)
+
+    call.__name__ = fn.__name__
+    return call
+
+
+def _embedding(input, weight, padding_idx=None, *rest, **kw):
+    # max_norm (4th) renormalises the weight in place: never from a forward (the keyword is refused by
+    # the checker; by position it is refused here)
+    if rest or kw.get("max_norm") is not None:
+        from ..errors import CgError
+
+        raise CgError("embedding(..., max_norm) renormalises the weight in place, which a forward may not do",
+                      hint="give embedding(ids, weight) or embedding(ids, weight, padding_idx) only; declare an "
+                      "Embedding(..., max_norm=...) layer in the spec for max_norm")
+    return F.embedding(input, weight, padding_idx, **kw)
 
 
 def _norm(x, *args, **kw):
@@ -37,9 +63,9 @@ FUNCTIONS: dict[str, object] = {
     # activations
     "relu": torch.relu,
     "gelu": F.gelu,
-    "silu": F.silu,
-    "elu": F.elu,
-    "leaky_relu": F.leaky_relu,
+    "silu": _not_in_place(F.silu),
+    "elu": _not_in_place(F.elu, "alpha"),
+    "leaky_relu": _not_in_place(F.leaky_relu, "negative_slope"),
     "softplus": F.softplus,
     "sigmoid": torch.sigmoid,
     "tanh": torch.tanh,
@@ -112,7 +138,7 @@ FUNCTIONS: dict[str, object] = {
     "avg_pool2d": F.avg_pool2d,
     "adaptive_avg_pool2d": F.adaptive_avg_pool2d,
     "scaled_dot_product_attention": F.scaled_dot_product_attention,
-    "embedding": F.embedding,
+    "embedding": _embedding,
     "one_hot": F.one_hot,
     "cross_entropy": F.cross_entropy,
     "mse_loss": F.mse_loss,

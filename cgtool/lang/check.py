@@ -160,7 +160,9 @@ class Checker(ast.NodeVisitor):
     def generic_visit(self, node):
         kind = type(node)
         if kind in FORBIDDEN:
-            self.fail(node, f"{FORBIDDEN[kind]} is not allowed in the forward language",
+            what = FORBIDDEN[kind]
+            verb = "are" if what.endswith("s") and what != "class" else "is"  # f-strings, dict literals, ...
+            self.fail(node, f"{what} {verb} not allowed in the forward language",
                       hint="allowed: assignments, return, if/elif/else, while, for, break, continue, "
                       "arithmetic, comparisons and calls of allow-listed functions")
         if kind not in STATEMENTS and not isinstance(node, EXPRESSIONS) and not isinstance(node, OPERATORS) \
@@ -288,9 +290,17 @@ class Checker(ast.NodeVisitor):
             hint = did_you_mean(func.id, self.functions)
             self.fail(func, f"unknown function {func.id!r}",
                       hint=hint or f"allowed functions: {', '.join(sorted(self.functions))}")
+        seen = set()
         for kw in node.keywords:
             if kw.arg is None:
                 self.fail(kw, "** unpacking is not allowed")
+            if kw.arg in seen:  # Python's parser lets it through; its compiler would fail
+                self.fail(kw, f"keyword argument {kw.arg}= is given twice", hint=f"keep one {kw.arg}=")
+            seen.add(kw.arg)
+            if kw.arg in _WRITING_KEYWORDS and not (isinstance(kw.value, ast.Constant) and kw.value.value in
+                                                     (False, None)):
+                self.fail(kw, f"{kw.arg}= writes into an existing tensor, which a forward may not do",
+                          hint=_WRITING_KEYWORDS[kw.arg])
         self.generic_visit(node)
 
     def defines(self, name: str) -> bool:
@@ -379,6 +389,14 @@ class Checker(ast.NodeVisitor):
                 self.visit(cond)
         self.visit(node.elt)
 
+
+# Keywords with which torch functions write into a tensor they are given (a parameter, say).
+_WRITING_KEYWORDS = {
+    "out": "use the returned value: y = exp(x), not exp(x, out=y)",
+    "inplace": "use the returned value: y = elu(x), without inplace=",
+    "max_norm": "embedding(..., max_norm=) renormalises the weight in place; declare an "
+                "Embedding(..., max_norm=...) layer in the spec instead",
+}
 
 _NAMESPACE_ROOTS = frozenset(p.split(".")[0] for p in QUALIFIED)
 

@@ -62,6 +62,11 @@ class _Lower(ast.NodeTransformer):
 
     def visit_Call(self, node):
         self.generic_visit(node)
+        if isinstance(node.func, ast.Attribute) and node.func.attr in MODULE_CONVERSIONS:
+            # x.half() converts a tensor; layer.half() would convert the model's parameters in place
+            node.func.value = ast.copy_location(
+                ast.Call(ast.Name("_cg_not_module", ast.Load()), [node.func.value, ast.Constant(node.func.attr)], []),
+                node.func.value)
         if isinstance(node.func, ast.Name) and node.func.id not in self.shadowed:
             if node.func.id == "range":
                 node.func = ast.copy_location(ast.Name("_cg_range", ast.Load()), node.func)
@@ -104,21 +109,35 @@ class _Lower(ast.NodeTransformer):
     def visit_While(self, node):
         self.generic_visit(node)
         node.test = self._scalar_test(node.test)
-        self.counter += 1
-        n = f"_cg_n{self.counter}"
-        at = node
-        init = ast.copy_location(ast.Assign([ast.Name(n, ast.Store())], ast.Constant(0)), at)
-        bump = ast.copy_location(ast.AugAssign(ast.Name(n, ast.Store()), ast.Add(), ast.Constant(1)), at)
-        check = ast.copy_location(
-            ast.If(
-                ast.Compare(ast.Name(n, ast.Load()), [ast.Gt()], [ast.Name("_cg_limit", ast.Load())]),
-                [ast.Expr(ast.Call(ast.Name("_cg_loop_limit", ast.Load()), [], []))],
-                [],
-            ),
-            at,
-        )
-        node.body = [bump, check] + node.body
-        return [init, node]
+        step = ast.copy_location(ast.Expr(ast.Call(ast.Name("_cg_step", ast.Load()), [], [])), node)
+        node.body = [step] + node.body
+        return node
+
+    def visit_For(self, node):
+        # every item a loop step: all loops of one call share the loop cap, and a tensor is not unbound whole
+        self.generic_visit(node)
+        node.iter = ast.copy_location(ast.Call(ast.Name("_cg_each", ast.Load()), [node.iter], []), node.iter)
+        return node
+
+    def visit_comprehension(self, node):
+        self.generic_visit(node)
+        node.iter = ast.copy_location(ast.Call(ast.Name("_cg_each", ast.Load()), [node.iter], []), node.iter)
+        return node
+
+    def visit_Subscript(self, node):
+        # `t[i] = v`, `t[i] += v`: the written object must not be the model (a parameter, a buffer, a view
+        # of one, a module container); _cg_writable checks it at run time and returns it unchanged
+        self.generic_visit(node)
+        if isinstance(node.ctx, ast.Store):
+            with_self = self.training_expr is not None and not isinstance(self.training_expr, ast.Constant)
+            owner = ast.Name("self", ast.Load()) if with_self else ast.Constant(None)
+            node.value = ast.copy_location(ast.Call(ast.Name("_cg_writable", ast.Load()), [node.value, owner], []),
+                                           node.value)
+        return node
+
+
+#: tensor methods that are also nn.Module methods converting the model in place
+MODULE_CONVERSIONS = frozenset({"half", "float", "double"})
 
 
 def _as_load(target):
@@ -239,7 +258,10 @@ def _function(lowered: ast.Module, args: list[str], prelude: list[str], name: st
             if hasattr(n, "lineno"):
                 n.lineno = n.end_lineno = first_line
                 n.col_offset = n.end_col_offset = 0
-    fn_def.body = pre + lowered.body
+    enter = ast.Expr(ast.Call(ast.Name("_cg_enter", ast.Load()), [], []))  # the call's loop budget, the time limit
+    enter.lineno = enter.end_lineno = first_line
+    enter.col_offset = enter.end_col_offset = 0
+    fn_def.body = [enter] + pre + lowered.body
     fn_def.lineno = first_line
     # the def spans its body: a forward that starts with comment lines starts its body below line 2
     fn_def.end_lineno = max([first_line] + [getattr(s, "end_lineno", None) or first_line for s in lowered.body])

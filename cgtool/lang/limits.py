@@ -2,9 +2,12 @@
 """
 from __future__ import annotations
 import math
+import sys
 from dataclasses import dataclass
 import torch
+from .. import budget
 from ..errors import CgError
+from . import protect
 
 
 # --------------------------------------------------------------------------- limits
@@ -14,7 +17,7 @@ from ..errors import CgError
 class Limits:
     """Caps that keep a stranger's program from exhausting the machine."""
 
-    max_loop_iterations: int = 10_000  # per `while` loop, and per `range(...)`
+    max_loop_iterations: int = 10_000  # loop steps of one forward call, all loops together (and per `range(...)`)
     max_elements: int = 100_000_000  # a tensor created in the forward (zeros, rand, arange, ...)
     max_int_bits: int = 4_096  # Python integers built by `**` / `*` on ints
     max_sequence: int = 100_000  # a list/str/tuple repeated with `*`
@@ -55,20 +58,33 @@ class Guards:
 
     def __init__(self, limits: Limits):
         self.limits = limits
+        self.steps = 0
 
     def check_elements(self, n, what):
         if n > self.limits.max_elements:
             raise CgError(
                 f"{what} would create a tensor of {n:,} elements, over the cap of {self.limits.max_elements:,}",
-                hint="make the tensor smaller or raise the element cap",
+                hint="make the tensor smaller: the cap bounds every tensor a forward or expression creates",
             )
 
     def creator(self, fn, name):
         """*fn* (torch.zeros, ...) behind the element cap, under the name spec code calls it by."""
 
         def create(*size, **kw):
-            self.check_elements(_numel(_size_args(size)), f"{name}(...)")
+            given = size if size or "size" not in kw else (kw["size"],)  # zeros(size=(n, m)) too
+            self.check_elements(_numel(_size_args(given)), f"{name}(...)")
             return fn(*size, **kw)
+
+        create.__name__ = name
+        return create
+
+    def like(self, fn, name):
+        """*fn* (zeros_like, ...) behind the element cap: the model tensor may be an expanded view (no memory)."""
+
+        def create(input, *args, **kw):
+            if isinstance(input, torch.Tensor):
+                self.check_elements(input.numel(), f"{name}(...)")
+            return fn(input, *args, **kw)
 
         create.__name__ = name
         return create
@@ -78,12 +94,10 @@ class Guards:
         return torch.full(tuple(size) if not isinstance(size, int) else (size,), fill_value, **kw)
 
     def arange(self, *args, **kw):
-        nums = [float(a) for a in args]
-        if len(nums) == 1:
-            start, end, step = 0.0, nums[0], 1.0
-        else:
-            start, end = nums[0], nums[1]
-            step = nums[2] if len(nums) > 2 else float(kw.get("step", 1))
+        # arange(end), arange(start, end[, step]), and any of them by keyword: arange(0, end=n)
+        named = dict(zip(("start", "end", "step") if len(args) != 1 else ("end",), args))
+        named.update({k: kw[k] for k in ("start", "end", "step") if k in kw})
+        start, end, step = (float(named.get(k, d)) for k, d in (("start", 0), ("end", 0), ("step", 1)))
         if step != 0:
             self.check_elements(max(0, math.ceil((end - start) / step)), "arange(...)")
         return torch.arange(*args, **kw)
@@ -124,9 +138,52 @@ class Guards:
 
     def loop_limit(self):
         raise CgError(
-            f"while loop ran more than {self.limits.max_loop_iterations:,} iterations",
-            hint="the loop may never end; raise the cap with --max-iterations if it really needs more",
+            f"loops ran more than {self.limits.max_loop_iterations:,} iterations in one call (all loops together)",
+            hint="a loop may never end, or nested loops multiply; raise the cap with --max-iterations if it "
+            "really needs more",
         )
+
+    # One budget of loop steps per forward call, shared by all its loops (nested loops do not multiply
+    # the cap): _cg_enter() starts a call, _cg_step() counts a `while` turn, _cg_each() a `for` or
+    # comprehension item. Each also checks the run's time limit (cgtool.budget).
+    def enter(self):
+        self.steps = 0
+        budget.tick()
+        # A forward that runs again inside itself calls its own module: a container's forward calling the
+        # container (modules(x), layers[0:1](x), a slice is a copy of the container). Specs cannot include
+        # themselves, so this is never a model's structure: refuse it before it recurses (2^depth calls).
+        code = sys._getframe(1).f_code
+        frame = sys._getframe(2)
+        while frame is not None:
+            if frame.f_code is code:
+                raise CgError("the forward calls its own module (the container itself, or a slice of it such as "
+                              "layers[0:1]): it would call itself without end",
+                              hint="call the layers it holds: layers[0](x), or `for layer in layers: x = layer(x)`")
+            frame = frame.f_back
+
+    def step(self):
+        self.steps += 1
+        if self.steps > self.limits.max_loop_iterations:
+            self.loop_limit()
+        budget.tick()
+
+    def each(self, iterable):
+        """The items of a `for` loop or comprehension, each counted as a loop step."""
+        if isinstance(iterable, torch.Tensor):
+            # iterating a tensor makes every row at once (about 650 bytes each): refuse before, not after
+            rows = iterable.shape[0] if iterable.dim() else 0
+            if rows > self.limits.max_loop_iterations:
+                raise CgError(f"iterating a tensor of {rows:,} rows is over the loop cap of "
+                              f"{self.limits.max_loop_iterations:,}",
+                              hint="work on the whole tensor (x.sum(0), x[i:j]) instead of looping over its rows")
+        elif hasattr(iterable, "__len__") and not isinstance(iterable, torch.nn.Module):
+            n = len(iterable)
+            if n > self.limits.max_loop_iterations:
+                raise CgError(f"a loop over {n:,} items is over the loop cap of {self.limits.max_loop_iterations:,}",
+                              hint="loop over fewer items, or raise the cap with --max-iterations")
+        for item in iterable:
+            self.step()
+            yield item
 
     def namespace(self) -> dict:
         """The globals compiled code gets, by the names the compiler and spec code use."""
@@ -135,6 +192,12 @@ class Guards:
             "_cg_pow": self.pow_,
             "_cg_mul": self.mul,
             "_cg_loop_limit": self.loop_limit,
+            "_cg_enter": self.enter,
+            "_cg_step": self.step,
+            "_cg_each": self.each,
+            "_cg_writable": protect.writable,
+            "_cg_not_module": protect.not_module,
+            "range": self.guarded_range,  # `r = range; r(10**12)`: the name itself is the capped range
             "_cg_limit": self.limits.max_loop_iterations,
             "_cg_vector_norm": torch.linalg.vector_norm,
             "_cg_scalar": _scalar,
@@ -144,6 +207,8 @@ class Guards:
             "randn": self.creator(torch.randn, "randn"),
             "empty": self.creator(torch.zeros, "empty"),  # never hand out uninitialised memory
             "full": self.full,
+            **{name: self.like(getattr(torch, name), name)
+               for name in ("zeros_like", "ones_like", "rand_like", "randn_like", "full_like")},
             "arange": self.arange,
             "eye": self.eye,
         }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 import ast
 import os
+import re
 from dataclasses import dataclass, field
 import torch
 from .. import lang
@@ -17,27 +18,37 @@ from .model import DTYPES, INITS, KINDS, MAX_DEPTH, MAX_LAYERS, MAX_REPEAT, TOP_
 
 @dataclass
 class _Ctx:
-    root_dir: str  # includes must stay inside it
+    root_dir: str | None  # includes must stay inside it (None: a spec read from stdin, no includes)
     stack: tuple[str, ...] = ()  # files being loaded, for cycle detection
     depth: int = 0
     layer_count: list = field(default_factory=lambda: [0])
     limits: lang.Limits = field(default_factory=lambda: lang.DEFAULT_LIMITS)
+    parsed: dict = field(default_factory=dict)  # included file -> its YAML, read and parsed once per load
 
 
 def load_spec(source, *, file: str | None = None, args: dict | None = None,
-              limits: lang.Limits | None = None) -> Spec:
+              limits: lang.Limits | None = None, base: str | None = None) -> Spec:
     """Load a spec from a path, YAML text, or an already parsed mapping.
 
-    ``args`` override the spec's ``args`` (values or strings parsed as numbers).
+    ``args`` override the spec's ``args`` (values or strings parsed as numbers). A spec given as text
+    (stdin) has no folder: its includes are refused unless ``base`` names the folder they are in.
     """
     text, file = _read_source(source, file)
-    root_dir = os.path.dirname(os.path.abspath(file)) if not file.startswith("<") else os.getcwd()
+    root_dir = os.path.dirname(os.path.abspath(file)) if not file.startswith("<") else _base_dir(base)
     ctx = _Ctx(root_dir=root_dir, limits=limits or lang.DEFAULT_LIMITS)
     if not file.startswith("<"):
         ctx.stack = (os.path.realpath(file),)
     data = yamlpos.load(text, file)
     return _spec_from_data(data, file, Loc(file, 1, 1), overrides=args or {}, ctx=ctx,
                            default_name=_stem(file))
+
+
+def _base_dir(base: str | None) -> str | None:
+    if base is None:
+        return None
+    if not os.path.isdir(base):
+        raise CgError(f"{base!r} is not a folder", "--base", hint="name the folder the spec's includes are in")
+    return os.path.realpath(base)
 
 
 def _read_source(source, file):
@@ -81,7 +92,7 @@ def _spec_from_data(data, file, loc, *, overrides, ctx: _Ctx, default_name) -> S
     env = dict(spec.args)
     spec.inputs = _inputs(data, env, loc, ctx)
     spec.declared_inputs = "inputs" in data
-    inner = _Ctx(ctx.root_dir, ctx.stack, ctx.depth + 1, ctx.layer_count, ctx.limits)
+    inner = _Ctx(ctx.root_dir, ctx.stack, ctx.depth + 1, ctx.layer_count, ctx.limits, ctx.parsed)
     spec.layers = _LAYERS_OF_KIND[kind](data, loc, env, inner)
     if kind != "sequential":
         _module_parts(data, spec, env, loc, ctx)
@@ -121,6 +132,9 @@ def _kind(data, loc) -> str:
 
 
 def _spec_name(data, loc, default_name) -> str:
+    if "name" not in data and not default_name.isidentifier():  # a file called `block one.yaml`: Block_one
+        default_name = re.sub(r"\W", "_", default_name)
+        default_name = default_name if default_name.isidentifier() else f"Spec_{default_name}"
     name = data.get("name", default_name)
     if not isinstance(name, str) or not name.isidentifier():
         raise CgError(f"name must be an identifier, found {name!r}", _loc_of(data, "name", loc))
@@ -379,11 +393,14 @@ def _layers(raw, section, loc, env, ctx: _Ctx, *, allow_mapping: bool) -> list[t
     for name, entry, where_loc, where in _layer_entries(raw, section, loc, allow_mapping):
         if name is not None:
             _check_identifier(name, where_loc, section)
+        before = ctx.layer_count[0]
         layer = _layer(entry, where, where_loc, env, ctx)
+        inside = ctx.layer_count[0] - before  # the layers of a nested spec
         if layer.ref is not None:
             _check_ref(layer.ref, defined, where, where_loc)
         defined.add(name if name is not None else str(len(out)))
-        _count_layers(layer.repeat or 1, ctx, where_loc)
+        # `repeat: N` of a nested spec makes N copies of everything in it (counted once while it loaded)
+        _count_layers((layer.repeat or 1) * (1 + inside) - inside, ctx, where_loc)
         if name is None and layer.repeat is not None:
             # In a list, `repeat: N` stands for N fresh copies in a row.
             for _ in range(layer.repeat):
@@ -547,19 +564,34 @@ _LAYER_FORMS = {"ref": _ref_layer, "type": _type_layer, "spec": _file_layer, "ki
 def _include(path, loc, args, ctx: _Ctx, where) -> Spec:
     if not isinstance(path, str) or not path.endswith((".yaml", ".yml")):
         raise CgError(f"{where}: spec must be a relative path to a .yaml file", loc)
+    if ctx.root_dir is None:
+        raise CgError(f"{where}: a spec read from stdin has no folder, so it cannot include {path!r}", loc,
+                      hint="give the spec's path instead of -, or name the folder its includes are in with --base DIR")
     base = os.path.dirname(ctx.stack[-1]) if ctx.stack else ctx.root_dir
     if os.path.isabs(path):
         raise CgError(f"{where}: included spec paths must be relative to the including spec", loc)
-    full = os.path.realpath(os.path.join(base, path))
+    full = os.path.realpath(os.path.join(base, path))  # symlinks resolved: one that leaves the folder is refused
     root = os.path.realpath(ctx.root_dir)
     if os.path.commonpath([full, root]) != root:
         raise CgError(f"{where}: included spec {path!r} is outside the spec's folder", loc,
                       hint="keep included specs in the same folder tree as the main spec")
+    try:
+        if os.stat(full).st_nlink > 1:  # a hard link may be any file of the file system
+            raise CgError(f"{where}: included spec {path!r} has other hard links, so it may be a file from outside "
+                          "the spec's folder: not read", loc, hint="copy the file into the spec's folder")
+    except OSError:
+        pass  # not found: said below
     if full in ctx.stack:
         chain = " -> ".join(os.path.basename(p) for p in (*ctx.stack, full))
         raise CgError(f"{where}: include cycle {chain}", loc, hint="a spec cannot include itself")
     if ctx.depth > MAX_DEPTH:
         raise CgError(f"specs are nested more than {MAX_DEPTH} deep", loc)
+    if full in ctx.parsed:  # the same file included again: parsed once (100 includes of a large file)
+        display, data, inside = ctx.parsed[full]
+        _count_layers(inside, ctx, loc)
+        sub = _Ctx(ctx.root_dir, (*ctx.stack, full), ctx.depth + 1, ctx.layer_count, ctx.limits, ctx.parsed)
+        return _spec_from_data(data, display, Loc(display, 1, 1), overrides=args, ctx=sub,
+                               default_name=_stem(display))
     try:
         if os.path.exists(full):
             text = yamlpos.read_capped(full, str(loc))  # a regular file, no further than the cap
@@ -568,16 +600,18 @@ def _include(path, loc, args, ctx: _Ctx, where) -> Spec:
     except FileNotFoundError:
         hint = "includes are relative to the including spec's folder"
         if not ctx.stack and str(getattr(loc, "file", loc)).startswith("<"):
-            hint = ("a spec read from stdin has no folder: its includes were looked for in the current directory; "
-                    "give the spec's path instead of -")
+            hint = (f"a spec read from stdin includes from the --base folder ({ctx.root_dir}); "
+                    "give the spec's path instead of -, or another --base")
         raise CgError(f"{where}: included spec {path!r} not found", loc, hint=hint) from None
     except (OSError, UnicodeDecodeError) as e:
         raise CgError(f"{where}: cannot read included spec {path!r}: {e}", loc) from None
     display = os.path.relpath(full) if not os.path.relpath(full).startswith("..") else full
     data = yamlpos.load(text, display)
-    sub = _Ctx(ctx.root_dir, (*ctx.stack, full), ctx.depth + 1, ctx.layer_count, ctx.limits)
-    return _spec_from_data(data, display, Loc(display, 1, 1), overrides=args, ctx=sub,
-                           default_name=_stem(display))
+    sub = _Ctx(ctx.root_dir, (*ctx.stack, full), ctx.depth + 1, ctx.layer_count, ctx.limits, ctx.parsed)
+    before = ctx.layer_count[0]
+    spec = _spec_from_data(data, display, Loc(display, 1, 1), overrides=args, ctx=sub, default_name=_stem(display))
+    ctx.parsed[full] = (display, data, ctx.layer_count[0] - before)
+    return spec
 
 
 def _call_from_text(text, env, loc, where, ctx: _Ctx) -> Call:
