@@ -299,3 +299,16 @@ def test_one_forward_text_compiled_twice_gets_its_own_code_objects():
     codes = {id(cls.forward.__code__) for cls in classes}  # by identity: code objects compare by content
     assert len(codes) == len(classes)
     assert len({cls.forward.__globals__["__name__"] for cls in classes}) == len(classes)
+
+
+def test_a_loop_over_a_module_list_calls_known_layers_fast(monkeypatch):
+    built = _build("mlp_modulelist.yaml")
+    x = torch.randn(2, 784)
+    counter = _CountCalls(monkeypatch)
+    fast = built.module(x)
+    assert counter.n == 0  # for layer in layers: x = layer(x) -- no nn.Module.__call__
+    with _Watch():
+        slow = built.module(x)
+    assert counter.n == 4 and torch.equal(fast, slow)
+    built.module[1] = nn.Tanh()  # a class the spec did not have: still right
+    assert torch.equal(built.module(x), built.module[2](torch.tanh(built.module[0](x))))

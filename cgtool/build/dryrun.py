@@ -91,6 +91,7 @@ class _Repeats:
         self.root, self.tracker = root, tracker
         self.names = {id(m): n for n, m in root.named_modules()}
         self.seen: dict[tuple, tuple[str, object]] = {}
+        self.inside: dict[str, list] = {}
         self.patched: list[nn.Module] = []
 
     def __enter__(self):
@@ -131,15 +132,16 @@ class _Repeats:
         return once
 
     def _copy_records(self, first: str, here: str):
-        if self.tracker is None:
+        if self.tracker is None or not first:
             return
         records = self.tracker.records
-        for path, rec in list(records.items()):
-            if first and path.startswith(first + "."):
-                twin = here + path[len(first):]
-                mine = records.setdefault(twin, CallRecord())
-                mine.calls += rec.calls
-                mine.input_shapes, mine.output_shapes = rec.input_shapes, rec.output_shapes
+        inside = self.inside.get(first)
+        if inside is None:  # what the first block's submodules saw: found once, copied at every repeat
+            inside = self.inside[first] = [(p[len(first):], r) for p, r in records.items() if p.startswith(first + ".")]
+        for rest, rec in inside:
+            mine = records.setdefault(here + rest, CallRecord())
+            mine.calls += rec.calls
+            mine.input_shapes, mine.output_shapes = rec.input_shapes, rec.output_shapes
 
 
 def _subtree(module: nn.Module) -> tuple:

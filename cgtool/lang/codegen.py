@@ -236,7 +236,7 @@ def _generate(program: Program, params, prelude, namespace, with_self, capture, 
         from . import fast as _fast
 
         readable_tree = copy.deepcopy(lowered)  # what `build --code` shows: the calls as written
-        rewriter = _fast.FastCalls(fast, set(program.assigned) | set(params))
+        rewriter = _fast.FastCalls(fast, set(program.assigned) | set(params), lowered)
         lowered = rewriter.visit(lowered)
         flags = rewriter.prelude()
         extra = _fast.GLOBALS

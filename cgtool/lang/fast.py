@@ -121,10 +121,16 @@ def _leaf_or_opaque(layer) -> Leaf | Opaque:
 
 
 def _nothing_watches() -> bool:
-    """No global module hooks and no tracer: one check per forward call."""
+    """No global module hooks and no tracer (the expression compiled code inlines: :data:`SOMETHING_WATCHES`)."""
     return not (_module._global_forward_hooks or _module._global_forward_pre_hooks
                 or _module._global_backward_hooks or _module._global_backward_pre_hooks
                 or _fx._is_fx_tracing_flag or torch.compiler.is_compiling()) and _jit_state() is None
+
+
+#: the same test, inline in compiled code (no call of its own): torch's global hook dicts are changed in
+#: place, FX's flag is read from its module, and torch.compile answers is_compiling() with True while tracing
+SOMETHING_WATCHES = ("(_cg_global_fh or _cg_global_fph or _cg_global_bh or _cg_global_bph or "
+                     "_cg_fx._is_fx_tracing_flag or _cg_is_compiling() or _cg_jit_state() is not None)")
 
 
 import torch.fx._symbolic_trace as _fx  # noqa: E402 - torch.fx is imported by torch itself
@@ -133,6 +139,9 @@ _jit_state = torch._C._get_tracing_state
 
 GLOBALS: dict = {
     "_cg_nothing_watches": _nothing_watches,
+    "_cg_global_fh": _module._global_forward_hooks, "_cg_global_fph": _module._global_forward_pre_hooks,
+    "_cg_global_bh": _module._global_backward_hooks, "_cg_global_bph": _module._global_backward_pre_hooks,
+    "_cg_fx": _fx, "_cg_is_compiling": torch.compiler.is_compiling, "_cg_jit_state": _jit_state,
     "_cg_T_Sequential": nn.Sequential,
     **{f"_cg_T_{name}": getattr(nn, name) for name in _LEAVES if hasattr(nn, name)},
     "_cg_F_linear": F.linear,
@@ -159,12 +168,31 @@ _WATCHED = ("{m}._forward_hooks or {m}._forward_pre_hooks or {m}._backward_hooks
 _UNWATCHED = f"not ({_WATCHED})"
 
 
+def _dynamic_table() -> dict:
+    """Class -> ``f(module, x)``: the fast call of a known layer reached through a loop variable
+    (``for layer in layers: x = layer(x)``), whose class is known only when it runs. Each ``f`` checks
+    the layer's own conditions (BatchNorm in eval mode, the input's rank) and else calls the module."""
+    table = {}
+    for name, (extra, template, rank) in _LEAVES.items():
+        cls = getattr(nn, name, None)
+        if cls is None:
+            continue
+        test = " and ".join(c.format(m="m", t="t") for c in (extra, rank) if c) or "True"
+        namespace = dict(GLOBALS)
+        exec(f"def call(m, t):\n    return {template.format(m='m', t='t')} if {test} else m(t)\n",  # noqa: S102
+             namespace)
+        namespace["call"].__qualname__ = f"fast {name}"
+        table[cls] = namespace["call"]
+    return table
+
+
 def _module_call(self, *args, **kwargs):
     """The ordinary module call, looked up when called (FX tracing patches ``nn.Module.__call__``)."""
     return nn.Module.__call__(self, *args, **kwargs)
 
 
 GLOBALS["_cg_module_call"] = _module_call
+GLOBALS["_cg_dyn"] = _dynamic_table()
 
 #: in ``__call__``, after :func:`call_guard` passed
 WATCHED_CHECKED = "_cg_ok = True"
@@ -173,7 +201,7 @@ WATCHED_CHECKED = "_cg_ok = True"
 def call_guard(params: list[str]) -> str:
     """The first line of a generated ``__call__``: the module call when anything watches this module."""
     args = ", ".join(["self", *params])
-    return f"if not _cg_nothing_watches() or {_WATCHED.format(m='self')}: return _cg_module_call({args})"
+    return f"if {SOMETHING_WATCHES} or {_WATCHED.format(m='self')}: return _cg_module_call({args})"
 
 
 # --------------------------------------------------------------------------- rewriting
@@ -195,8 +223,9 @@ class FastCalls(ast.NodeTransformer):
 
     ``prelude()`` then gives the lines that bind the per-call flags (placed after the module bindings)."""
 
-    def __init__(self, plans: dict, assigned: set[str]):
+    def __init__(self, plans: dict, assigned: set[str], tree: ast.AST | None = None):
         self.plans = {n: p for n, p in plans.items() if n not in assigned}
+        self.loop_names = _loop_only_names(tree) if tree is not None else set()
         self.used: dict[str, object] = {}
         self.temps = 0
         self.scoped = 0  # inside a comprehension or lambda: no := there
@@ -215,6 +244,9 @@ class FastCalls(ast.NodeTransformer):
 
     def visit_Call(self, node):
         self.generic_visit(node)
+        if (not self.scoped and isinstance(node.func, ast.Name) and node.func.id in self.loop_names
+                and len(node.args) == 1 and not node.keywords and not isinstance(node.args[0], ast.Starred)):
+            return self._dynamic(node)
         if self.scoped or not isinstance(node.func, ast.Name) or node.func.id not in self.plans:
             return node
         if any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords):
@@ -257,6 +289,20 @@ class FastCalls(ast.NodeTransformer):
                 ast.copy_location(part, node)
         return new
 
+    def _dynamic(self, node):
+        """``layer(x)`` where ``layer`` is a loop variable: the fast call of its class, looked up as it runs."""
+        name = node.func.id
+        self.used[("", "dynamic")] = None  # only the watch check in the prelude
+        arg, t = ast.unparse(node.args[0]), self._temp()
+        kind = self._temp()
+        source = (f"(_cg_dyn[{kind}]({name}, {t}) if ({t} := ({arg})) is not None and _cg_ok and "
+                  f"({kind} := type({name})) in _cg_dyn and {_UNWATCHED.format(m=name)} else {name}({t}))")
+        new = ast.parse(source, mode="eval").body
+        for part in ast.walk(new):
+            if "lineno" in part._attributes:
+                ast.copy_location(part, node)
+        return new
+
     def _chain(self, name: str, plan: Chain, value: str) -> str:
         for i, child in enumerate(plan.children):
             c = _child(name, i)
@@ -276,8 +322,10 @@ class FastCalls(ast.NodeTransformer):
         """Lines binding the flags of the rewritten calls (after the module bindings)."""
         if not self.used:
             return []
-        lines = ["_cg_ok = _cg_nothing_watches()"]
+        lines = [f"_cg_ok = not {SOMETHING_WATCHES}"]
         for (name, _), plan in self.used.items():
+            if plan is None:  # loop variables: the watch check alone
+                continue
             flag = _flag(name, plan)
             if isinstance(plan, Chain):
                 keys = tuple(plan.keys)
@@ -292,6 +340,15 @@ class FastCalls(ast.NodeTransformer):
             else:
                 lines.append(f"{flag} = _cg_ok and {_condition(name, plan)}")
         return lines
+
+
+def _loop_only_names(tree: ast.AST) -> set[str]:
+    """Names bound only as the target of ``for NAME in ...`` (module loops: ``for layer in layers``)."""
+    targets = {id(node.target): node.target.id for node in ast.walk(tree)
+               if isinstance(node, ast.For) and isinstance(node.target, ast.Name)}
+    other = {node.id for node in ast.walk(tree)
+             if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and id(node) not in targets}
+    return set(targets.values()) - other
 
 
 def _flag(name: str, plan) -> str:
