@@ -14,8 +14,9 @@ hand-written module's output before any timing:
 - fx:         torch.fx.symbolic_trace of the hand-written module.
 Method: one thread, torch.no_grad(), eval mode, CPU, float32. A trial times N calls of one contender (N set once
 per case so that a trial of the hand-written model takes about --block-ms); trials go round the contenders in
-alternating order (A B C D E, E D C B A, ...) so that machine noise hits all alike. We report median µs per call
-and ratios of medians (to the functional floor and to the hand-written module).
+alternating order (A B C D E, E D C B A, ...) so that machine noise hits all alike. We report median µs per call,
+and each ratio as the median over rounds of the ratio within a round (± half its interquartile range): to the
+functional floor and to the hand-written module.
 Models: the lesson's MLP (configs/mlp.yaml), FancyMLP without its loop (benchmarks/specs/fancy_mlp_noloop.yaml),
 a 32-layer MLP of width 256 (benchmarks/specs/mlp32.yaml), ResNet-18 with torchvision's layout
 (benchmarks/specs/resnet18.yaml) on --image × --image pictures, and one GPT-2 block (configs/gpt2_block.yaml,
@@ -299,8 +300,8 @@ def time_calls(fn, x, n: int) -> float:
     return (time.perf_counter() - start) / n
 
 
-def measure(contenders: dict, x, trials: int, block_s: float) -> dict[str, float]:
-    """Median seconds per call of each contender, trials interleaved in alternating order."""
+def measure(contenders: dict, x, trials: int, block_s: float) -> dict[str, list[float]]:
+    """Seconds per call of each contender in each round; rounds go round the contenders in alternating order."""
     names = list(contenders)
     for fn in contenders.values():  # warm up (first-call costs, allocator)
         time_calls(fn, x, 3)
@@ -310,7 +311,20 @@ def measure(contenders: dict, x, trials: int, block_s: float) -> dict[str, float
     for t in range(trials):
         for name in (names if t % 2 == 0 else reversed(names)):
             times[name].append(time_calls(contenders[name], x, n))
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def paired(times: dict, a: str, b: str) -> tuple[float, float] | None:
+    """The median over rounds of a's time / b's time in the same round, and half its interquartile range:
+    neighbours in time share the machine's load, so a paired ratio is steadier than a ratio of medians."""
+    if a not in times or b not in times:
+        return None
+    r = sorted(x / y for x, y in zip(times[a], times[b]))
+    q = statistics.quantiles(r, n=4) if len(r) > 1 else [r[0]] * 3
+    return statistics.median(r), (q[2] - q[0]) / 2
+
+
+RATIOS = [("spec", "functional"), ("spec", "hand"), ("sequential", "hand"), ("fx", "hand")]
 
 
 def commit() -> str:
@@ -339,7 +353,8 @@ def main(argv=None) -> list[dict]:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread, no_grad, eval; cgtool at {commit()}")
-    print(f"median µs per call of {opts.trials} interleaved trials; ratios of medians\n")
+    print(f"median µs per call over {opts.trials} interleaved rounds; ratios: the median over rounds of the "
+          f"ratio within a round, ± half its interquartile range\n")
     print("| model | batch | functional | spec | hand | sequential | fx | spec / functional | spec / hand "
           "| sequential / hand | fx / hand | outputs vs hand |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
@@ -350,9 +365,12 @@ def main(argv=None) -> list[dict]:
             for b in batches:
                 x = torch.randn(case.shape(b))
                 equal = check_equal(contenders, x)
-                med = measure(contenders, x, opts.trials, opts.block_ms / 1e3)
-                row = {"model": case.name, "spec": case.spec, "batch": b, "us": {k: v * 1e6 for k, v in med.items()},
-                       "equal": equal, "trials": opts.trials}
+                times = measure(contenders, x, opts.trials, opts.block_ms / 1e3)
+                ratios = {f"{a}/{b_}": paired(times, a, b_) for a, b_ in RATIOS}
+                row = {"model": case.name, "spec": case.spec, "batch": b,
+                       "us": {k: statistics.median(v) * 1e6 for k, v in times.items()},
+                       "ratio": {k: v for k, v in ratios.items() if v is not None}, "equal": equal,
+                       "trials": opts.trials}
                 rows.append(row)
                 us = row["us"]
 
@@ -360,7 +378,8 @@ def main(argv=None) -> list[dict]:
                     return f"{us[k]:.1f}" if k in us else "—"
 
                 def ratio(a, b_):
-                    return f"{us[a] / us[b_]:.3f}" if a in us and b_ in us else "—"
+                    r = ratios[f"{a}/{b_}"]
+                    return f"{r[0]:.3f} ±{r[1]:.3f}" if r else "—"
                 differs = ", ".join(f"{k} {v}" for k, v in equal.items() if v != "bitwise" and k != "hand")
                 print(f"| {case.name} | {b} | {cell('functional')} | {cell('spec')} | {cell('hand')} | "
                       f"{cell('sequential')} | {cell('fx')} | {ratio('spec', 'functional')} | {ratio('spec', 'hand')} | "
