@@ -201,8 +201,7 @@ def cli_walls(name: str, trials: int, smoke: bool) -> dict:
                                        f"torchinfo.summary(m, input_data=[x], verbose=0"
                                        f"{', use_cache=False' if name == 'gpt2' else ''})"]
     if have("fvcore") and not smoke:
-        wrap = "m2 = (lambda f: type('L', (torch.nn.Module,), {'forward': lambda s, x: f(x, use_cache=False).logits})())(m); " \
-            if name == "gpt2" else "m2 = m; "
+        wrap = "from inspect_peers import Logits; m2 = Logits(m); " if name == "gpt2" else "m2 = m; "
         cmds["fvcore one-liner"] = [py, "-c", f"import torch; from fvcore.nn import FlopCountAnalysis; {model_line}; "
                                     f"{wrap}FlopCountAnalysis(m2, (x,)).total()"]
     times = {k: [] for k in cmds}
@@ -246,13 +245,14 @@ def child(tool: str, name: str, smoke: bool) -> dict:
     elif tool.startswith("torchlens"):
         import torchlens
         model, x, _ = peer_model(name, smoke)
-        save = "all" if tool == "torchlens" else None
-        kw = {"use_cache": False} if name == "gpt2" and "GPT2LMHead" in type(model).__name__ else {}
+        kw = {"use_cache": False} if "GPT2LMHead" in type(model).__name__ else {}
+        if tool != "torchlens":
+            kw["save"] = None  # metadata only; by default every layer's output is saved
 
         def capture():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                tr = torchlens.trace(model, x, save=save, **kw)
+                tr = torchlens.trace(model, x, **kw)
             n = len(getattr(tr, "layer_labels", []) or [])
             return f"{n} layers logged" if n else type(tr).__name__
     elif tool == "torchview":
