@@ -138,18 +138,20 @@ def matches(true_top: list[float], listed: list[float]) -> int:
     return hits
 
 
-def cli_wall(n: int, trials: int) -> float:
+def cli_wall(n: int, trials: int) -> tuple[float, float]:
+    """Median wall of `cgtool paths` and of `python -c "import torch"`, run alternately."""
     exe = pathlib.Path(sys.executable).with_name("cgtool")
     with tempfile.TemporaryDirectory() as d:
         spec = pathlib.Path(d) / f"chain{n}.yaml"
         spec.write_text(chain(n))
-        cmd = [str(exe), "paths", str(spec), "--wrt", "x", "--json"]
-        times = []
-        for _ in range(trials):
-            t = time.perf_counter()
-            subprocess.run(cmd, check=True, capture_output=True, timeout=600)
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        cmds = [[str(exe), "paths", str(spec), "--wrt", "x", "--json"], [sys.executable, "-c", "import torch"]]
+        times: list[list[float]] = [[], []]
+        for r in range(trials):
+            for i in ((0, 1) if r % 2 == 0 else (1, 0)):
+                t = time.perf_counter()
+                subprocess.run(cmds[i], check=True, capture_output=True, timeout=600)
+                times[i].append(time.perf_counter() - t)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def digits(n: int) -> str:
@@ -185,13 +187,14 @@ def main(argv=None) -> dict:
         count_s, count = median_time(lambda: P.count_paths(graph, root, target), opts.trials)
         assert count == 2 ** n
         top_s, (_, order) = median_time(lambda: cgtool_top(graph, root, target, 10), opts.trials)
-        cli_s = None if opts.no_cli else cli_wall(n, opts.trials)
+        cli_s, torch_s = (None, None) if opts.no_cli else cli_wall(n, opts.trials)
         row = {"blocks": n, "count": str(count), "library_s": lib_s, "count_s": count_s, "top10_s": top_s,
-               "order": order, "sum_matches_grad": result.sum_matches_grad, "cli_s": cli_s}
+               "order": order, "sum_matches_grad": result.sum_matches_grad, "cli_s": cli_s,
+               "import_torch_s": torch_s}
         out["cgtool"].append(row)
         print(f"| {n:,} | {digits(count)} | {lib_s * 1e3:.0f} ms | {count_s * 1e3:.2f} ms | {top_s * 1e3:.1f} ms | "
               f"{order} | {'yes' if result.sum_matches_grad else 'NO'} | "
-              f"{'—' if cli_s is None else f'{cli_s:.2f} s'} |", flush=True)
+              f"{'—' if cli_s is None else f'{cli_s:.2f} s ({cli_s / torch_s:.1f}× import torch)'} |", flush=True)
 
     print(f"\nNaive enumeration vs cgtool on the same graphs (a naive column stops after a run over {opts.cap:g} s)\n")
     print("| blocks | paths | naive count | naive top-10 | cgtool count | cgtool top-10 | naive top-10 / cgtool top-10 "
