@@ -245,7 +245,7 @@ def child(tool: str, name: str, smoke: bool) -> dict:
     elif tool.startswith("torchlens"):
         import torchlens
         model, x, _ = peer_model(name, smoke)
-        kw = {"use_cache": False} if "GPT2LMHead" in type(model).__name__ else {}
+        kw = {"input_kwargs": {"use_cache": False}} if "GPT2LMHead" in type(model).__name__ else {}
         if tool != "torchlens":
             kw["save"] = None  # metadata only; by default every layer's output is saved
 
