@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace as _replace
 
 from .build.catalog import LayerType, catalogue
 from .build.inputs import example_inputs
@@ -105,16 +105,31 @@ def params(spec, *, file: str | None = None, args=None, device="cpu", dtype=None
     No forward runs: shapes and dtypes suffice, so ``device="meta"`` tabulates any size.
     """
     built = _build(spec, file=file, args=args, device=device, dtype=dtype, seed=seed, check=False,
-                   max_memory=max_memory)
-    return ParamsReport(**_fields(param_table(built.module)), model=_title(built))
+                   max_memory=max_memory, values=False)  # counted on meta: no storage, no initial values
+    return ParamsReport(**_fields(param_table(built.module, device=str(built.device))), model=_title(built))
 
 
 def summary(spec, *, file: str | None = None, args=None, inputs=None, device="cpu", dtype=None, seed: int = 0,
             depth: int | None = None, max_memory=None, max_iterations: int | None = None) -> SummaryReport:
     """``cgtool summary``: per-layer input/output shapes, parameters, calls and FLOPs of one forward pass."""
-    built = _build(spec, file=file, args=args, inputs=inputs, device=device, dtype=dtype, seed=seed,
-                   max_memory=max_memory, max_iterations=max_iterations)
-    result = summarize(built.module, _tensors(built), depth=depth, call=built.forward)
+    from .build.dryrun import DataDependent
+    from .build.meta import meta_call
+
+    options = dict(file=file, args=args, inputs=inputs, device=device, dtype=dtype, seed=seed, max_memory=max_memory,
+                   max_iterations=max_iterations)
+    # Shapes, calls and FLOPs need no values: traced on meta (no storage, no initialisation) unless the
+    # forward's control flow reads values, or the user asked for meta anyway. FLOP counting runs torch's
+    # Python decompositions, as meta tensors do: meta_call spares them the torch.compile import.
+    built = _build(spec, **options, values=False, check=False)  # summarize's run is the shape check
+    try:
+        tensors = example_inputs(built, device="meta") if (built.inputs or built.given) else {}
+        result = meta_call(summarize, built.module, tensors, depth=depth, call=built.forward)
+    except DataDependent:
+        if built.device.type == "meta":
+            raise
+        built = _build(spec, **options)
+        result = meta_call(summarize, built.module, _tensors(built), depth=depth, call=built.forward)
+    result = _replace(result, device=str(built.device))
     return SummaryReport(**_fields(result), model=_title(built))
 
 
@@ -608,13 +623,13 @@ def _source(spec, file: str | None):
 
 
 def _build(spec, *, file=None, args=None, inputs=None, device="cpu", dtype=None, seed: int = 0, check: bool = True,
-           max_memory=None, max_iterations: int | None = None) -> Built:
+           max_memory=None, max_iterations: int | None = None, values: bool = True) -> Built:
     source, name = _source(spec, file)
     if isinstance(max_memory, str):
         max_memory = parse_bytes(max_memory) if max_memory else None
     return build_model(source, file=name, args=parse_args(args), device=getattr(device, "value", device),
                        dtype=getattr(dtype, "value", dtype), seed=seed, inputs=_input_overrides(inputs), check=check,
-                       max_bytes=max_memory,
+                       max_bytes=max_memory, values=values,
                        limits=Limits(max_loop_iterations=max_iterations) if max_iterations else None)
 
 

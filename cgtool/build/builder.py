@@ -3,12 +3,14 @@
 from __future__ import annotations
 import ast
 import inspect
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 import torch
 from torch import nn
 from .. import lang
 from ..errors import CgError, Loc, did_you_mean, first_line
+from ..lang.codegen import forget_module
 from ..spec import Call, Layer, Spec, TensorSpec
 from .catalog import _CLASSES, _signature_params, layer_signature
 
@@ -30,8 +32,11 @@ class Origin:
 class Builder:
     """Builds modules from specs and remembers where each came from."""
 
-    def __init__(self, limits: lang.Limits = lang.DEFAULT_LIMITS):
+    def __init__(self, limits: lang.Limits = lang.DEFAULT_LIMITS, classes: dict | None = None):
         self.limits = limits
+        # one class per spec (by identity): repeated blocks and a second build of the same spec reuse it,
+        # instead of compiling the same forward again (12 GPT-2 blocks: one compile, not 12)
+        self.classes: dict[tuple[int, type], type] = {} if classes is None else classes
         self.origins: dict[int, Origin] = {}
         self.files: set[str] = set()
         self.code: list[tuple[str, str]] = []  # (spec name, generated forward source)
@@ -149,11 +154,22 @@ class Builder:
         return value
 
     def _class(self, spec: Spec, base: type) -> type:
+        key = (id(spec), base)
+        cls = self.classes.get(key)
+        if cls is not None and cls.cg_spec is spec:
+            if spec.forward.source.file not in self.files or (spec.name, cls.cg_code) not in self.code:
+                self.files.add(spec.forward.source.file)  # a class compiled by the meta build, used by the real one
+                self.code.append((spec.name, cls.cg_code))
+            return cls
         compiled = compile_spec_forward(spec, limits=self.limits)
         self.files.add(spec.forward.source.file)
         self.code.append((spec.name, compiled.code))
-        cls = type(spec.name, (base,), {"forward": compiled.fn, "__module__": "cgtool.generated",
-                                        "cg_code": compiled.code, "cg_spec": spec})
+        attrs = {"forward": compiled.fn, "__module__": "cgtool.generated", "cg_code": compiled.code, "cg_spec": spec}
+        if compiled.call is not None:
+            attrs["__call__"] = compiled.call  # the forward without nn.Module.__call__'s frames when nothing watches
+        cls = type(spec.name, (base,), attrs)
+        weakref.finalize(cls, forget_module, compiled.namespace["__name__"])
+        self.classes[key] = cls
         return cls
 
     def _tie(self, module: nn.Module, spec: Spec):
@@ -222,7 +238,7 @@ def make_tensor(t: TensorSpec) -> torch.Tensor:
 
 
 def compile_spec_forward(spec: Spec, *, limits: lang.Limits = lang.DEFAULT_LIMITS,
-                         recorder: dict | None = None) -> lang.Compiled:
+                         recorder: dict | None = None, fast: bool = True) -> lang.Compiled:
     """The spec's forward as a real function; spec names bound once per call.
 
     With ``recorder`` (the ``_cg_*`` functions of a capture), the capture-mode variant."""
@@ -240,8 +256,14 @@ def compile_spec_forward(spec: Spec, *, limits: lang.Limits = lang.DEFAULT_LIMIT
         prelude.append(f"{name} = self._parameters[{name!r}]")
     used = {n.id for n in ast.walk(spec.forward.tree) if isinstance(n, ast.Name)}
     prelude = [line for line in prelude if line.split(" = ")[0] in used]
+    plans = None
+    if fast and recorder is None:
+        from ..lang.fast import plan_layer
+
+        plans = {name: plan_layer(layer) for name, layer in spec.layers
+                 if name is not None and name.isidentifier() and name in used}
     return lang.compile_forward(spec.forward, name=spec.name, params=spec.input_names, prelude=prelude,
                                 namespace={**spec.args, **(recorder or {})}, limits=limits,
-                                capture=recorder is not None)
+                                capture=recorder is not None, fast=plans)
 
 

@@ -10,6 +10,7 @@ from ..spec import Spec, load_spec
 from ..render.units import human_bytes
 from .builder import Builder, Origin
 from .dryrun import DataDependent, run_forward
+from .meta import building_on_meta, meta_call
 from .memory import count_tensors, default_max_bytes, input_bytes
 
 
@@ -42,6 +43,7 @@ class Built:
     check: Check | None = None
     param_count: int = 0
     param_bytes: int = 0
+    values: bool = True  # False: built on meta only to be counted or traced, whatever `device` says
 
     def forward(self, inputs: dict):
         """Run the model on named inputs; errors come back at the spec's places."""
@@ -69,8 +71,11 @@ def resolve_device(device) -> torch.device:
 
 def build_model(source, *, file: str | None = None, args: dict | None = None, device="cpu", dtype=None,
                 seed: int = 0, inputs: list[str] | None = None, check: bool = True, max_bytes: int | None = None,
-                limits: lang.Limits | None = None) -> Built:
-    """Load, compile and check a spec. ``inputs`` are CLI-style overrides (``x=2,784``, ``x=file.npy``)."""
+                limits: lang.Limits | None = None, values: bool = True) -> Built:
+    """Load, compile and check a spec. ``inputs`` are CLI-style overrides (``x=2,784``, ``x=file.npy``).
+
+    ``values=False``: the module stays on the meta device whatever *device* says (no storage, no
+    initialisation, no memory cap to meet): for what needs shapes only, such as counting parameters."""
     from .inputs import apply_overrides
 
     limits = limits or lang.DEFAULT_LIMITS
@@ -79,17 +84,15 @@ def build_model(source, *, file: str | None = None, args: dict | None = None, de
     dtype = _dtype(dtype)
     declared, given = apply_overrides(spec, inputs or [])
 
-    meta_builder = Builder(limits)
-    with torch.device("meta"):
-        meta_module = meta_builder.module(spec)
+    meta_builder, meta_module = meta_call(_meta_build, spec, limits)
     params, nbytes = count_tensors(meta_module, dtype)
-    if dev.type != "meta":
+    if dev.type != "meta" and values:
         _check_budget(spec, params, nbytes, input_bytes(declared, given, dtype), declared,
                       max_bytes if max_bytes is not None else default_max_bytes())
-    if dev.type == "meta":
+    if dev.type == "meta" or not values:
         builder, module = meta_builder, meta_module
     else:
-        builder = Builder(limits)
+        builder = Builder(limits, classes=meta_builder.classes)
         with torch.random.fork_rng(devices=[]):  # seeded, leaving the caller's RNG as it was
             torch.manual_seed(seed)
             module = builder.module(spec)  # built on the CPU: the same weights whatever the device
@@ -97,15 +100,23 @@ def build_model(source, *, file: str | None = None, args: dict | None = None, de
             module = module.to(dev)
     if dtype is not None:
         module = module.to(dtype)
-        meta_module = meta_module.to(dtype)
+        meta_module = module if module is meta_module else meta_module.to(dtype)
     built = Built(module, spec, declared, dev, dtype, builder.files, builder.origins, builder.code, seed, given,
-                  param_count=params, param_bytes=nbytes)
+                  param_count=params, param_bytes=nbytes, values=values or dev.type == "meta")
     if check:
-        built.check = dry_run(built, meta_module, meta_builder)
-        if dev.type != "meta":
+        built.check = meta_call(dry_run, built, meta_module, meta_builder)
+        if dev.type != "meta" and values:
             _check_activations(built, nbytes, input_bytes(declared, given, dtype),
                                max_bytes if max_bytes is not None else default_max_bytes())
     return built
+
+
+def _meta_build(spec: Spec, limits: lang.Limits) -> tuple[Builder, nn.Module]:
+    """The module on the meta device, for counting and the shape check: no storage, no initial values."""
+    builder = Builder(limits)
+    with building_on_meta():
+        module = builder.module(spec)
+    return builder, module
 
 
 def _check_activations(built: Built, nbytes: int, inputs: dict[str, int], cap: int) -> None:
@@ -179,7 +190,7 @@ def dry_run(built: Built, meta_module: nn.Module, meta_builder: Builder) -> Chec
         return Check("passed", "meta", outputs=output_shapes(out), records=records)
     except DataDependent as dd:
         where = f" ({dd.loc})" if dd.loc else ""
-        if built.device.type == "meta":
+        if built.device.type == "meta" or not built.values:
             return Check("skipped", reason=f"the forward's control flow depends on tensor values{where}, which "
                          "meta tensors do not have; build with --device cpu to check shapes on real tensors")
     real = example_inputs(built, device=built.device)

@@ -275,8 +275,10 @@ def _dtype(fx):
 def _loc(fx, files: set[str]) -> str | None:
     trace = fx.meta.get("stack_trace") or ""
     found = None
-    for m in re.finditer(r'File "([^"]+)", line (\d+)', trace):
-        if m.group(1) in files:
+    for m in re.finditer(r'File "([^"]+)", line (\d+), in (\S+)', trace):
+        # a spec module's __call__ hands a traced call to nn.Module.__call__ from its first line: the
+        # line that computed the value is the forward's (cgtool.lang.fast)
+        if m.group(1) in files and m.group(3) != "__call__":
             found = f"{m.group(1)}:{m.group(2)}"
     return found
 

@@ -87,15 +87,17 @@ def _size(name: str, t: torch.Tensor) -> tuple[tuple[int, ...], int, int]:
     return tuple(t.shape), numel, numel * t.element_size()
 
 
-def param_table(module: nn.Module) -> ParamTable:
-    """Tabulate *module*'s parameters and buffers. Reads shapes and dtypes only, never values."""
+def param_table(module: nn.Module, device: str | None = None) -> ParamTable:
+    """Tabulate *module*'s parameters and buffers. Reads shapes and dtypes only, never values.
+
+    *device*: the device to report (the model was built on meta only to be counted, for that device)."""
     params: list[ParamRow] = []
     named = list(module.named_parameters(remove_duplicate=False))
     for name, p, others in _group(named):
         shape, numel, nbytes = _size(name, p)
         params.append(ParamRow(
             name=name, shape=shape, numel=numel, trainable=bool(p.requires_grad), dtype=dtype_name(p.dtype),
-            device=str(p.device), shared_with=others, bytes=nbytes, module_type=type(_owner(module, name)).__name__,
+            device=device or str(p.device), shared_with=others, bytes=nbytes, module_type=type(_owner(module, name)).__name__,
         ))
 
     buffers: list[BufferRow] = []
@@ -104,7 +106,7 @@ def param_table(module: nn.Module) -> ParamTable:
         owner = _owner(module, name)
         persistent = name.rpartition(".")[2] not in getattr(owner, "_non_persistent_buffers_set", ())
         buffers.append(BufferRow(
-            name=name, shape=shape, numel=numel, dtype=dtype_name(b.dtype), device=str(b.device),
+            name=name, shape=shape, numel=numel, dtype=dtype_name(b.dtype), device=device or str(b.device),
             persistent=persistent, shared_with=others, bytes=nbytes,
         ))
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 import ast
 import copy
 import builtins
+import itertools
+import sys
+import types
 from dataclasses import dataclass, field
 from ..errors import Loc
 from .allowlist import CONSTANT_NAMES, FUNCTIONS, TORCH_DTYPES, _dropout
@@ -133,6 +136,7 @@ class Compiled:
     code: str
     namespace: dict
     sites: list = field(default_factory=list)  # capture mode: what each recorder call reports
+    call: object = None  # with fast calls: the class's __call__ (the forward without nn.Module.__call__'s frames)
 
 
 def compile_forward(
@@ -145,6 +149,7 @@ def compile_forward(
     limits: Limits = DEFAULT_LIMITS,
     with_self: bool = True,
     capture: bool = False,
+    fast: dict | None = None,
 ) -> Compiled:
     """Compile *program* into ``def forward(self, *params)``.
 
@@ -156,6 +161,9 @@ def compile_forward(
 
     With ``capture``, the code reports every operation and binding to the ``_cg_*``
     recorder functions that ``namespace`` must supply (:mod:`cgtool.lang.instrument`).
+
+    ``fast`` maps module names to how they may be called when nothing watches
+    (:mod:`cgtool.lang.fast`); never in capture mode, whose recorder sees module calls.
     """
     src = program.source
     tree = copy.deepcopy(program.tree)  # a copy to lower: self.NAME and F.NAME resolved, positions kept
@@ -163,25 +171,46 @@ def compile_forward(
     training = ast.parse("self.training", mode="eval").body if with_self else ast.Constant(False)
     shadowed = set(program.assigned) | set(params) | set(namespace) | {line.split(" = ")[0] for line in prelude}
     lowered = _Lower(training, shadowed).visit(tree)
+    prelude_plain = list(prelude)
     sites = []
+    readable_tree = lowered
+    extra, call_prelude = {}, None
     if capture:
         lowered, sites = instrument(lowered)
+    elif fast is not None:
+        from . import fast as _fast
+
+        readable_tree = copy.deepcopy(lowered)  # what `build --code` shows: the calls as written
+        rewriter = _fast.FastCalls(fast, set(program.assigned) | set(params))
+        lowered = rewriter.visit(lowered)
+        flags = rewriter.prelude()
+        extra = _fast.GLOBALS
+        if with_self:  # model(x) without nn.Module.__call__'s frames when nothing watches
+            call_prelude = [_fast.call_guard(list(params))] + prelude + [_fast.WATCHED_CHECKED] + flags[1:]
+        prelude = prelude + flags
     fn_def = _function(lowered, (["self"] if with_self else []) + list(params), prelude)
-    module = ast.Module(body=[fn_def], type_ignores=[])
+    defs = [fn_def]
+    if call_prelude is not None:
+        defs.append(_function(copy.deepcopy(lowered), ["self"] + list(params), call_prelude, "__call__"))
+    module = ast.Module(body=defs, type_ignores=[])
     ast.fix_missing_locations(module)
     ast.increment_lineno(module, src.line - 1)  # to the user's file lines
-    readable = ast.unparse(ast.Module(body=[fn_def], type_ignores=[]))
+    readable = ast.unparse(_function(readable_tree, (["self"] if with_self else []) + list(params), prelude_plain))
     code = compile(module, src.file, "exec")
-    glb = _globals(name, limits, namespace, capture)
+    glb = _globals(name, limits, namespace, capture, importable=with_self and not capture)
+    glb.update(extra)
     exec(code, glb)  # noqa: S102 - the program passed the Checker; only its names are bound
     fn = glb["forward"]
     fn.__qualname__ = f"{name}.forward"
-    return Compiled(fn, readable, glb, sites)
+    call = glb.get("__call__")
+    if call is not None:
+        call.__qualname__ = f"{name}.__call__"
+    return Compiled(fn, readable, glb, sites, call)
 
 
-def _function(lowered: ast.Module, args: list[str], prelude: list[str]) -> ast.FunctionDef:
+def _function(lowered: ast.Module, args: list[str], prelude: list[str], name: str = "forward") -> ast.FunctionDef:
     """``def forward(*args)``: the prelude lines (placed at the body's first line), then the body."""
-    fn_def = ast.parse(f"def forward({', '.join(args)}):\n    pass").body[0]
+    fn_def = ast.parse(f"def {name}({', '.join(args)}):\n    pass").body[0]
     pre = [ast.parse(line).body[0] for line in prelude]
     first_line = lowered.body[0].lineno if lowered.body else 1
     for stmt in pre:
@@ -196,9 +225,22 @@ def _function(lowered: ast.Module, args: list[str], prelude: list[str]) -> ast.F
     return fn_def
 
 
-def _globals(name: str, limits: Limits, namespace: dict, capture: bool) -> dict:
-    """What compiled code may name: the allow-listed functions and constants, the guards, the caller's names."""
-    glb = {"__builtins__": builtins.__dict__, "__name__": f"cgtool.spec.{name}"}
+_serial = itertools.count(1)
+
+
+def _globals(name: str, limits: Limits, namespace: dict, capture: bool, importable: bool = False) -> dict:
+    """What compiled code may name: the allow-listed functions and constants, the guards, the caller's names.
+
+    *importable*: the namespace of a module in ``sys.modules`` (``cgtool.generated.NAME_N``), which
+    ``torch.compile`` imports when it inlines a forward called from another (nested specs); the
+    builder removes it when the class is collected (:func:`forget_module`)."""
+    if importable:
+        module = types.ModuleType(f"cgtool.generated.{name}_{next(_serial)}")
+        sys.modules[module.__name__] = module
+        glb = module.__dict__
+        glb["__builtins__"] = builtins.__dict__
+    else:
+        glb = {"__builtins__": builtins.__dict__, "__name__": f"cgtool.spec.{name}"}
     glb.update(FUNCTIONS)
     glb.update(CONSTANT_NAMES)
     glb.update(make_guards(limits))
@@ -210,6 +252,12 @@ def _globals(name: str, limits: Limits, namespace: dict, capture: bool) -> dict:
         glb.update(OPERATORS)
     glb.update(namespace)
     return glb
+
+
+def forget_module(name: str) -> None:
+    """Drop a compiled forward's namespace from ``sys.modules`` (its class was collected)."""
+    if name.startswith("cgtool.generated."):
+        sys.modules.pop(name, None)
 
 
 def locate_runtime_error(exc: BaseException, files: set[str]) -> Loc | None:
