@@ -4,6 +4,7 @@ where they are absent. Figures are in BENCHMARKS.md; these tests check no timing
 from __future__ import annotations
 
 import importlib
+import os
 import pathlib
 import sys
 
@@ -15,11 +16,16 @@ BENCH = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
 
 @pytest.fixture(autouse=True)
 def _threads():
-    before = torch.get_num_threads()
+    """The scripts set one thread (and OMP_NUM_THREADS for their children): put both back for the other tests."""
+    before, omp = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
     sys.path.insert(0, str(BENCH))
     yield
     sys.path.remove(str(BENCH))
     torch.set_num_threads(before)
+    if omp is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = omp
 
 
 def _script(name: str):
