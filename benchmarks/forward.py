@@ -19,7 +19,7 @@ and each ratio as the median over rounds of the ratio within a round (± half it
 functional floor and to the hand-written module.
 Models: the lesson's MLP (configs/mlp.yaml), FancyMLP without its loop (benchmarks/specs/fancy_mlp_noloop.yaml),
 a 32-layer MLP of width 256 (benchmarks/specs/mlp32.yaml), ResNet-18 with torchvision's layout
-(benchmarks/specs/resnet18.yaml) on --image × --image pictures, and one GPT-2 block (configs/gpt2_block.yaml,
+(benchmarks/specs/resnet18_torchvision.yaml) on --image × --image pictures, and one GPT-2 block (configs/gpt2_block.yaml,
 d = 768) on --tokens tokens. The image and token counts are below the specs' defaults (224, 64) so that batch 64
 stays under a second per call on one core; say so when quoting.
 """
@@ -250,7 +250,7 @@ def cases(opts) -> list[Case]:
         "mlp32": lambda: Case("MLP, 32 layers", "benchmarks/specs/mlp32.yaml", MLP32(), mlp32_functional,
                               lambda b: (b, 256), sequential=mlp32_seq, to_hand=lambda k: "layers." + k,
                               to_sequential=lambda k: _double_index(k.removeprefix("layers."))),
-        "resnet18": lambda: Case(f"ResNet-18, {opts.image}×{opts.image}", "benchmarks/specs/resnet18.yaml",
+        "resnet18": lambda: Case(f"ResNet-18, {opts.image}×{opts.image}", "benchmarks/specs/resnet18_torchvision.yaml",
                                  ResNet18(), resnet18_functional, lambda b: (b, 3, opts.image, opts.image)),
         "gpt2block": lambda: Case(f"GPT-2 block, T = {opts.tokens}", "configs/gpt2_block.yaml", GPT2Block(),
                                   gpt2block_functional, lambda b: (b, opts.tokens, 768)),

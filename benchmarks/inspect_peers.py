@@ -6,7 +6,7 @@ torchinfo and fvcore, and graph capture vs TorchLens and torchview: time and pea
 
 Models: ResNet-18 (torchvision's `resnet18()`, 1 × 3 × 224 × 224) and GPT-2 small (transformers'
 `GPT2LMHeadModel(GPT2Config())`, default attention "sdpa", 1 × 64 tokens, `use_cache=False`), in eval mode, one
-thread. cgtool's matching specs: benchmarks/specs/resnet18.yaml (torchvision's layout and names: its state_dict
+thread. cgtool's matching specs: benchmarks/specs/resnet18_torchvision.yaml (torchvision's layout and names: its state_dict
 loads into torchvision's model, outputs bitwise equal) and configs/gpt2_small.yaml. Where the peers are absent
 (CI), the models are built from those specs and the peer columns say "not installed".
 
@@ -53,7 +53,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
-SPECS = {"resnet18": "benchmarks/specs/resnet18.yaml", "gpt2": "configs/gpt2_small.yaml"}
+SPECS = {"resnet18": "benchmarks/specs/resnet18_torchvision.yaml", "gpt2": "configs/gpt2_small.yaml"}
 SMOKE_ARGS = {"resnet18": {}, "gpt2": {"layers": 1}}  # CI: one GPT-2 block
 TITLES = {"resnet18": "ResNet-18, 1 × 3 × 224 × 224", "gpt2": "GPT-2 small, 1 × 64 tokens"}
 

@@ -186,7 +186,8 @@ def dry_run(built: Built, meta_module: nn.Module, meta_builder: Builder) -> Chec
         # tensors the forward creates (arange(T), zeros(...)) are made on meta too, beside the inputs
         with torch.no_grad(), torch.device("meta"):
             out, records = run_forward(meta_module, [meta_inputs[n] for n in built.input_names],
-                                       files=meta_builder.files, origins=meta_builder.origins, names=built.input_names)
+                                       files=meta_builder.files, origins=meta_builder.origins, names=built.input_names,
+                                       repeats=True)
         return Check("passed", "meta", outputs=output_shapes(out), records=records)
     except DataDependent as dd:
         where = f" ({dd.loc})" if dd.loc else ""

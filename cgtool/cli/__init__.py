@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import typer
 
@@ -53,4 +54,20 @@ def main() -> None:
         from typer.completion import completion_init
 
         completion_init()
-    app()
+        app()
+        return
+    registered = app.registered_commands
+    try:
+        _only_the_command_asked_for(sys.argv[1:])
+        app()
+    finally:
+        app.registered_commands = registered
+
+
+def _only_the_command_asked_for(argv: list[str]) -> None:
+    """`cgtool grad ...` builds the click command of `grad` alone: typer builds every registered command
+    (resolving each option's type hints, ~0.2 s for fourteen commands) before it runs one."""
+    if argv and not argv[0].startswith("-"):
+        chosen = [c for c in app.registered_commands if c.name == argv[0]]
+        if chosen:
+            app.registered_commands = chosen

@@ -166,6 +166,36 @@ def compile_forward(
     (:mod:`cgtool.lang.fast`); never in capture mode, whose recorder sees module calls.
     """
     src = program.source
+    # The same forward text compiled again (repeated blocks with other args, the meta and the real build,
+    # validate of many specs): only the namespace differs, so the code object is reused.
+    key = None if capture else (src.text, src.file, src.line, src.col, tuple(params), tuple(prelude),
+                                frozenset(namespace), with_self, tuple(sorted((fast or {}).items())), fast is None)
+    cached = _CODE.get(key) if key is not None else None
+    if cached is None:
+        cached = _generate(program, params, prelude, namespace, with_self, capture, fast)
+        if key is not None:
+            if len(_CODE) >= _CODE_ENTRIES:
+                del _CODE[next(iter(_CODE))]
+            _CODE[key] = cached
+    code, readable, sites, extra = cached
+    glb = _globals(name, limits, namespace, capture, importable=with_self and not capture)
+    glb.update(extra)
+    exec(code, glb)  # noqa: S102 - the program passed the Checker; only its names are bound
+    fn = glb["forward"]
+    fn.__qualname__ = f"{name}.forward"
+    call = glb.get("__call__")
+    if call is not None:
+        call.__qualname__ = f"{name}.__call__"
+    return Compiled(fn, readable, glb, sites, call)
+
+
+_CODE: dict = {}  # (program text and place, names, options) -> (code, readable, sites, extra globals)
+_CODE_ENTRIES = 256
+
+
+def _generate(program: Program, params, prelude, namespace, with_self, capture, fast):
+    """The code object of a compiled forward (and its readable source, capture sites, extra globals)."""
+    src = program.source
     tree = copy.deepcopy(program.tree)  # a copy to lower: self.NAME and F.NAME resolved, positions kept
     # dropout is told the module's mode; a program without a module (an expression) is never training
     training = ast.parse("self.training", mode="eval").body if with_self else ast.Constant(False)
@@ -196,16 +226,7 @@ def compile_forward(
     ast.fix_missing_locations(module)
     ast.increment_lineno(module, src.line - 1)  # to the user's file lines
     readable = ast.unparse(_function(readable_tree, (["self"] if with_self else []) + list(params), prelude_plain))
-    code = compile(module, src.file, "exec")
-    glb = _globals(name, limits, namespace, capture, importable=with_self and not capture)
-    glb.update(extra)
-    exec(code, glb)  # noqa: S102 - the program passed the Checker; only its names are bound
-    fn = glb["forward"]
-    fn.__qualname__ = f"{name}.forward"
-    call = glb.get("__call__")
-    if call is not None:
-        call.__qualname__ = f"{name}.__call__"
-    return Compiled(fn, readable, glb, sites, call)
+    return compile(module, src.file, "exec"), readable, sites, extra
 
 
 def _function(lowered: ast.Module, args: list[str], prelude: list[str], name: str = "forward") -> ast.FunctionDef:
