@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
 PY=.venv/bin/python
-ALL="run forward paths_scaling inspect_peers paths grad startup"
+ALL="run forward paths_scaling inspect_peers paths grad startup commands"
 for b in ${BENCH:-$ALL}; do
     echo "== benchmarks/$b =="
     case $b in
