@@ -287,3 +287,15 @@ def test_every_known_layer_takes_the_fast_call_bitwise(monkeypatch, train):
         slow_out, slow_grads = _run(built, inputs, train=train, seed=3)
     assert all(_same(a, b) for a, b in zip(fast_out, slow_out))
     assert fast_grads.keys() == slow_grads.keys() and all(_same(fast_grads[k], slow_grads[k]) for k in fast_grads)
+
+
+def test_one_forward_text_compiled_twice_gets_its_own_code_objects():
+    """Compiled code is cached by text, but each class gets its own code objects: torch.compile keys its caches
+    and the resume functions it puts in a function's globals on the code object."""
+    built = _build("resnet_small.yaml")
+    blocks = [m for m in built.module.modules() if type(m).__name__ == "BasicBlock"]
+    classes = {type(m) for m in blocks}
+    assert len(classes) > 1  # blocks of other args: other classes, one forward text
+    codes = {id(cls.forward.__code__) for cls in classes}  # by identity: code objects compare by content
+    assert len(codes) == len(classes)
+    assert len({cls.forward.__globals__["__name__"] for cls in classes}) == len(classes)

@@ -178,6 +178,7 @@ def compile_forward(
                 del _CODE[next(iter(_CODE))]
             _CODE[key] = cached
     code, readable, sites, extra = cached
+    code = _own(code)  # torch.compile keys its caches (and the resume functions it adds to globals) on code objects
     glb = _globals(name, limits, namespace, capture, importable=with_self and not capture)
     glb.update(extra)
     exec(code, glb)  # noqa: S102 - the program passed the Checker; only its names are bound
@@ -187,6 +188,11 @@ def compile_forward(
     if call is not None:
         call.__qualname__ = f"{name}.__call__"
     return Compiled(fn, readable, glb, sites, call)
+
+
+def _own(code: types.CodeType) -> types.CodeType:
+    """A copy of *code* and of the functions' code inside it: the compiled forward of each namespace its own."""
+    return code.replace(co_consts=tuple(_own(c) if isinstance(c, types.CodeType) else c for c in code.co_consts))
 
 
 _CODE: dict = {}  # (program text and place, names, options) -> (code, readable, sites, extra globals)
