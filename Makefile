@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py
+	bash benchmarks/all.sh
 
 fuzz: $(STAMP)
 	CGTOOL_FUZZ_EXAMPLES=$${CGTOOL_FUZZ_EXAMPLES:-10000} CGTOOL_FUZZ_RANDOM=1 $(BIN)/python -m pytest -p no:cacheprovider tests/test_fuzz.py
