@@ -308,11 +308,18 @@ def _summary(value) -> dict | None:
     t = value.detach()
     if t.numel() == 0:
         return None
-    t = (t.abs() if t.is_complex() else t).double()
+    t = t.abs() if t.is_complex() else t
     if t.numel() == 1:
-        return {"value": float(t.reshape(()))}
-    return {"min": float(t.min()), "max": float(t.max()), "mean": float(t.mean()),
-            "norm": float(torch.linalg.vector_norm(t))}
+        return {"value": float(t.reshape(()).double())}
+    if not t.is_floating_point():
+        t = t.double()  # integers and booleans: small (indices, masks), and their mean needs a float
+    # no float64 copy of a large value (an embedding is 150 MB): min and max are exact in its own dtype, the
+    # mean is summed in float64 as torch reduces, and the norm is taken in its dtype unless that overflows
+    norm = torch.linalg.vector_norm(t)
+    if not torch.isfinite(norm) and bool(torch.isfinite(t).all()):
+        norm = torch.linalg.vector_norm(t.double())
+    return {"min": float(t.min()), "max": float(t.max()), "mean": float(t.sum(dtype=torch.float64) / t.numel()),
+            "norm": float(norm)}
 
 
 def _loc(info) -> str | None:
