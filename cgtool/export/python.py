@@ -151,6 +151,7 @@ def _path_code(root: str, dotted: str) -> str:
 class _Arg:
     name: str  # as the generated code names it
     default: str  # code
+    derived: str | None = None  # code of a default computed from the args before it (the default is then None)
 
 
 class _Eject:
@@ -187,9 +188,15 @@ class _Eject:
             return [_Arg(_safe(k), repr(v)) for k, v in spec.args.items() if k in read]
         raw_args = (raw.get("args") or {}) if isinstance(raw, dict) else {}
         env: dict = {}
+        out = []
         for k, r in raw_args.items():
             env[k] = _default(r, env, spec)
-        return [_Arg(_safe(k), repr(env.get(k, v))) for k, v in spec.args.items()]
+            before = set(list(raw_args)[:list(raw_args).index(k)])
+            if isinstance(r, str) and before & _words(r):  # `ff: 4 * d`: computed from the d given
+                out.append(_Arg(_safe(k), "None", _value_code(r, env[k], before)))
+            else:
+                out.append(_Arg(_safe(k), repr(env[k])))
+        return out
 
     def module_source(self, spec: Spec, top: str, file: str, inputs: dict) -> str:
         body = "\n\n\n".join(source for _, source in self.classes)
@@ -254,6 +261,7 @@ class _ClassWriter:
         params = ", ".join(["self"] + [f"{a.name}={a.default}" for a in self.args])
         lines.append(f"    def __init__({params}):")
         body = self._init_body()
+        body[0:0] = [f"{a.name} = {a.derived} if {a.name} is None else {a.name}" for a in self.args if a.derived]
         lines += [_indent(b, 8) for b in body]
         if spec.forward is not None:
             lines.append("")

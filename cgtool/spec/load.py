@@ -208,18 +208,24 @@ def _resolve_args(data, overrides, loc, ctx) -> dict:
     raw = data.get("args") or {}
     if not isinstance(raw, dict):
         raise CgError("`args` must be a mapping name -> value", _loc_of(data, "args", loc))
+    for key in overrides:
+        if key not in raw:
+            hint = did_you_mean(key, [str(k) for k in raw])
+            raise CgError(f"the spec has no arg {key!r}", "--arg",
+                          hint=hint or (f"args: {', '.join(map(str, raw))}" if raw else "the spec declares no args"))
+    # In order, each from those before it, with the overrides in place: an included `ff: 4 * d` given d=16
+    # is 64, as a Python default computed from the arguments would be.
     args: dict = {}
     for key, value in raw.items():
         where = _loc_of(raw, key, loc)
         if not isinstance(key, str) or not key.isidentifier() or key.startswith("_"):
             raise CgError(f"arg name {key!r} must be an identifier", where)
-        args[key] = _value(value, args, where, f"args.{key}", ctx.limits)
-    for key, value in overrides.items():
-        if key not in args:
-            hint = did_you_mean(key, args)
-            raise CgError(f"the spec has no arg {key!r}", "--arg",
-                          hint=hint or (f"args: {', '.join(args)}" if args else "the spec declares no args"))
-        args[key] = _value(value, args, Loc("--arg"), f"--arg {key}", ctx.limits) if isinstance(value, str) else value
+        if key in overrides:
+            value = overrides[key]
+            args[key] = _value(value, args, Loc("--arg"), f"--arg {key}", ctx.limits) if isinstance(value, str) \
+                else value
+        else:
+            args[key] = _value(value, args, where, f"args.{key}", ctx.limits)
     return args
 
 
