@@ -52,7 +52,7 @@ class Builder:
         for name, sub in self._entries(spec):
             self._register(module, name, sub, spec, "module")
         for t in spec.constants.values():
-            self._register(module, t.name, make_tensor(t), spec, "buffer")
+            self._register(module, t.name, make_tensor(t), spec, "buffer" if t.persistent else "transient buffer")
         for t in spec.parameters.values():
             self._register(module, t.name, nn.Parameter(make_tensor(t)), spec, "parameter")
         self._tie(module, spec)
@@ -62,8 +62,8 @@ class Builder:
         try:
             if what == "module":
                 module.add_module(name, value)
-            elif what == "buffer":
-                module.register_buffer(name, value)
+            elif what in ("buffer", "transient buffer"):
+                module.register_buffer(name, value, persistent=what == "buffer")
             else:
                 module.register_parameter(name, value)
         except KeyError as e:
@@ -80,12 +80,20 @@ class Builder:
             out.append((key, mod))
         return out
 
-    def layer(self, layer: Layer, scope: dict[str, nn.Module]) -> nn.Module:
+    def layer(self, layer: Layer, scope: dict[str, nn.Module]) -> nn.Module | None:
+        if layer.absent:
+            return None  # `X if cond else None`: the attribute is None, as `self.downsample = None`
         if layer.ref is not None:
             return _resolve_ref(layer, scope)
         if layer.repeat is not None:
             copies = [self._fresh(layer) for _ in range(layer.repeat)]
-            seq = nn.Sequential(*copies)
+            if layer.repeat_kind == "modulelist":
+                seq = nn.ModuleList(copies)
+            elif layer.repeat_names is not None:
+                seq = nn.Sequential(OrderedDict((layer.repeat_names.replace("{i}", str(i)), c)
+                                                for i, c in enumerate(copies)))
+            else:
+                seq = nn.Sequential(*copies)
             self.origins[id(seq)] = Origin(layer.where, layer.loc, f"{layer.text} × {layer.repeat}")
             return seq
         return self._fresh(layer)
@@ -138,6 +146,8 @@ class Builder:
                           hint=f"{call.type}({', '.join(_signature_params(layer_signature(cls)))})") from None
 
     def _arg(self, value, where):
+        if isinstance(value, Layer):  # spec('block.yaml', ...) inside a call: the nested spec's module
+            return self._fresh(value)
         if isinstance(value, Call):
             mod = self.call(value, where)
             self.origins.setdefault(id(mod), Origin(where, value.loc, value.text))
@@ -233,7 +243,8 @@ def compile_spec_forward(spec: Spec, *, limits: lang.Limits = lang.DEFAULT_LIMIT
         prelude.append("modules = self")
     for name, _ in spec.layers:
         if name is not None and name.isidentifier():
-            prelude.append(f"{name} = self._modules[{name!r}]")
+            local = lang.SELF_MODULE if name == "self" else name
+            prelude.append(f"{local} = self._modules[{name!r}]")
     for name in spec.constants:
         prelude.append(f"{name} = self._buffers[{name!r}]")
     for name in spec.parameters:
