@@ -163,7 +163,9 @@ class Builder:
         self.files.add(spec.forward.source.file)
         self.code.append((spec.name, compiled.code))
         cls = type(spec.name, (base,), {"forward": compiled.fn, "__module__": "cgtool.generated",
-                                        "cg_code": compiled.code, "cg_spec": spec})
+                                        "cg_code": compiled.code, "cg_spec": spec, "cg_limits": self.limits,
+                                        "__reduce_ex__": _reduce_ex, "__deepcopy__": _deepcopy})
+        _CLASSES_BUILT[_class_key(spec, base, self.limits)] = cls
         return cls
 
     def _tie(self, module: nn.Module, spec: Spec):
@@ -183,6 +185,42 @@ class Builder:
             if tuple(old.shape) != tuple(param.shape):
                 raise CgError(f"tie: {target} has shape {list(old.shape)} but {source} has {list(param.shape)}", loc)
             setattr(owner, attr, param)
+
+
+# A generated class is no module's attribute, so pickle cannot name it: a pickled module (torch.save(model))
+# holds its spec instead, and loading compiles the class again (once per process: the cache below).
+_CLASSES_BUILT: dict = {}
+
+
+def _class_key(spec: Spec, base: type, limits) -> tuple:
+    return (base, spec.name, spec.kind, spec.forward.source.text, spec.forward.source.file, repr(spec.args),
+            tuple(spec.input_names), tuple(n for n, _ in spec.layers), tuple(spec.constants), tuple(spec.parameters),
+            repr(limits))
+
+
+def restore_module(spec: Spec, base: type, limits) -> nn.Module:
+    """An empty instance of *spec*'s generated class (compiled again if this process has not built it): what
+    unpickling a built module starts from, before its state is set."""
+    cls = _CLASSES_BUILT.get(_class_key(spec, base, limits))
+    if cls is None:
+        cls = Builder(limits)._class(spec, base)
+    return cls.__new__(cls)
+
+
+def _reduce_ex(self, protocol):
+    cls = type(self)
+    return restore_module, (cls.cg_spec, cls.__bases__[0], cls.cg_limits), self.__dict__
+
+
+def _deepcopy(self, memo):
+    """A copy of the same class (pickling's way would compile it again)."""
+    import copy
+
+    cls = type(self)
+    new = cls.__new__(cls)
+    memo[id(self)] = new
+    new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+    return new
 
 
 def _check_positional(call: Call, where: str, sig: inspect.Signature, given: int) -> None:
