@@ -113,6 +113,8 @@ def string_value(text: str, env: dict, place, *, what: str = "value", limits: Li
     """A string in a spec: `4 * d` → a number; `relu` (not an arg) → the string itself; `4 * dd` → an error."""
     reading = _read(text.strip())
     body = reading.tree.body if reading.tree is not None else None
+    if text.strip().endswith((".yaml", ".yml")) and " " not in text.strip():
+        return str(text)  # a spec file's name, for spec(block, ...)
     if body is None or isinstance(body, ast.Name) and body.id not in env:
         return str(text)  # a plain word: a string argument such as `same` or `relu`
     if isinstance(body, ast.Constant):
