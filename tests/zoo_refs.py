@@ -35,4 +35,6 @@ _KEEP: list = []  # the Library object must live as long as the process
 
 
 def transformers():
+    if importlib.util.find_spec("torchvision") is not None:
+        torchvision()  # transformers imports torchvision where it is installed
     return pytest.importorskip("transformers", reason="the zoo tests compare with transformers (the test extra)")
