@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from ..errors import CgError
 from ..lang.allowlist import CONSTANT_NAMES, FUNCTIONS
+from ..lang.check import SELF_MODULE
 from ..spec import Layer, Spec, TensorSpec, yamlpos
 from ..spec.values import HELPERS
 
@@ -182,8 +183,16 @@ class _Eject:
         """Constructor arguments: the top spec's values (with --arg applied) as defaults; a nested spec file's
         or inline spec's own defaults, computed as the loader computes them: in order, from the defaults before
         them (`ff: 4 * d` is 4 × the file's own d, whatever d the including spec passes)."""
-        if top:
-            return [_Arg(_safe(k), repr(v)) for k, v in spec.args.items()]
+        if top:  # the values (--arg applied); one computed from those before it stays computed
+            raw_args = (raw.get("args") or {}) if isinstance(raw, dict) else {}
+            out, env = [], {}
+            for k, v in spec.args.items():
+                r = raw_args.get(k)
+                before = set(list(spec.args)[:list(spec.args).index(k)])
+                derived = isinstance(r, str) and before & _words(r) and _default(r, env, spec) == v
+                out.append(_Arg(_safe(k), "None", _value_code(r, v, before)) if derived else _Arg(_safe(k), repr(v)))
+                env[k] = v
+            return out
         if inherited:  # the parent's args that this inline spec (or any spec inside it) reads
             read = _words(raw)
             return [_Arg(_safe(k), repr(v)) for k, v in spec.args.items() if k in read]
@@ -316,7 +325,6 @@ class _ClassWriter:
             seen[layer.where] = True
             raw_entry = _raw_entry(raw_section, layer.where, section)
             unsupported = ("a nested spec called as spec(...)" if layer.spec is not None and isinstance(raw_entry, str)
-                           else "repeat with kind or names" if layer.repeat_names or layer.repeat_kind != "sequential"
                            else None)
             if unsupported:
                 raise CgError(f"export --to python: {layer.where} uses {unsupported}, which the eject does not write "
@@ -326,7 +334,9 @@ class _ClassWriter:
             if isinstance(raw_entry, dict) and "repeat" in raw_entry:
                 n = layer.repeat if layer.repeat is not None else \
                     sum(1 for _, lay in self.spec.layers if lay.where == layer.where)
-                count = _value_code(raw_entry["repeat"], n, self.spec.args)
+                raw_count = raw_entry["repeat"]
+                raw_count = raw_count.get("count") if isinstance(raw_count, dict) else raw_count
+                count = _value_code(raw_count, n, self.spec.args)
             out.append((name, layer, raw_entry, count))
         return out
 
@@ -392,7 +402,12 @@ class _ClassWriter:
         one = self._one_layer(layer, raw_entry)
         if count is None:
             return one
+        if layer.repeat_names is not None:  # repeat: {names: "encoder_layer_{i}"}
+            self.ej.uses_ordered_dict = True
+            return f"nn.Sequential(OrderedDict((f{layer.repeat_names!r}, {one}) for i in range({count})))"
         copies = f"[{one} for _ in range({count})]"
+        if layer.repeat_kind == "modulelist":
+            return f"nn.ModuleList({copies})"
         return copies if spread else f"nn.Sequential(*{copies})"
 
     def _one_layer(self, layer: Layer, raw_entry) -> str:
@@ -508,6 +523,10 @@ class _ForwardWriter(ast.NodeTransformer):
         name = node.id
         if name.startswith("_cg_fn_"):
             return _code(function_spelling(name[len("_cg_fn_"):]))
+        if name == "_cg_training":  # `training`, `self.training`
+            return _code("self.training")
+        if name == SELF_MODULE:  # a submodule named `self`
+            return _code("self.self")
         if name in self.locals or name in ("True", "False", "None"):
             return ast.Name(_safe(name), node.ctx)
         if name in self.parts:
@@ -551,6 +570,8 @@ class _ForwardWriter(ast.NodeTransformer):
                 node.keywords.append(ast.keyword("training", _code("self.training")))
         elif fn in _TENSOR_OR_PYTHON and node.args and _python_value(node.args[0]):
             node.func = ast.Name(fn, ast.Load())
+        elif fn in ("sqrt", "exp", "log") and len(node.args) == 1 and _number(node.args[0]):
+            node.func = _code(f"math.{fn}")  # sqrt(2 / pi): math's, as the language folds it
         else:
             node.func = _code(function_spelling(fn))
         return node
@@ -568,6 +589,13 @@ def _python_value(node: ast.expr) -> bool:
     if isinstance(node, (ast.List, ast.Tuple, ast.ListComp, ast.Constant)):
         return True
     return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _PYTHON
+
+
+def _number(node: ast.expr) -> bool:
+    """Whether an (already ejected) expression is plainly a Python number: literals, math.pi/e/inf, arithmetic."""
+    return all(isinstance(n, (ast.Constant, ast.BinOp, ast.UnaryOp, ast.operator, ast.unaryop, ast.Load))
+               or isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "math"
+               or isinstance(n, ast.Name) and n.id == "math" for n in ast.walk(node))
 
 
 def _code(text: str) -> ast.expr:
