@@ -240,3 +240,12 @@ def test_the_eject_writes_what_porting_needs(name, cls, args, x, tmp_path):
     got, want = plain(x), ours(x)
     got, want = (got, want) if isinstance(got, tuple) else ((got,), (want,))
     assert all(torch.equal(g, w) for g, w in zip(got, want))
+
+
+def test_an_arg_named_layers_and_the_list_being_built():
+    comprehension = "kind: sequential\nargs: {layers: 3}\ninputs: {x: [2, 2]}\nlayers: '[Linear(2, 2) for _ in range(layers)]'\n"
+    assert len(cgtool.build(comprehension)) == 3
+    statements = ("kind: sequential\nargs: {layers: 3}\ninputs: {x: [2, 2]}\nlayers: |\n  for i in range(layers):\n"
+                  "      layers += [Linear(2, 2)]\n")
+    r = cli("build", "-", spec=statements)
+    assert r.exit_code == 1 and "would hide the list" in r.output

@@ -290,11 +290,13 @@ def generate(text: str, env: dict, source: "lang.Source", place, *, call, limits
     language's checker and run with its guards. Every other name called is a layer constructor, handed to *call*."""
     body = source.text
     try:
-        tree = ast.parse(body.strip(), mode="eval")
-        program_text = f"return {' '.join(body.split())}"
+        ast.parse(body.strip(), mode="eval")
+        program_text, prelude = f"return {' '.join(body.split())}", []
     except SyntaxError:
-        tree = None
-        program_text = f"{body.rstrip()}\nreturn layers"
+        program_text, prelude = f"{body.rstrip()}\nreturn layers", ["layers = []"]
+        if "layers" in env:
+            raise CgError("an arg named `layers` would hide the list the program builds", place,
+                          hint="rename the arg (depths, n_layers), or write the list as one comprehension") from None
     try:
         called = {n.func.id for n in ast.walk(ast.parse(program_text)) if isinstance(n, ast.Call)
                   and isinstance(n.func, ast.Name)}
@@ -315,7 +317,7 @@ def generate(text: str, env: dict, source: "lang.Source", place, *, call, limits
         hint = did_you_mean(unknown[0], env)
         raise CgError(f"unknown name {unknown[0]!r} in the generated layers (args: {', '.join(sorted(env)) or 'none'})",
                       place, hint or "define it under `args:`, or assign it in the program first")
-    compiled = lang.compile_forward(program, name="layers", params=params, prelude=["layers = []"],
+    compiled = lang.compile_forward(program, name="layers", params=params, prelude=prelude,
                                     namespace=functions, limits=limits, with_self=False)
     try:
         value = compiled.fn(*[env[n] for n in params])
