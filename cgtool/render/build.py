@@ -75,7 +75,7 @@ def render_structure(s: Structure, *, max_depth: int | None = None, show_code: b
     if s.layer_buffers:
         kinds = sorted({b.name.rsplit(".", 1)[-1] for b in s.layer_buffers})
         console.print(f"layer buffers: {len(s.layer_buffers):,} ({escape(', '.join(kinds[:4]))}"
-                      f"{', ...' if len(kinds) > 4 else ''}), kept by the layers themselves; `cgtool params` lists them")
+                      f"{', ...' if len(kinds) > 4 else ''}), in `cgtool params`")
     if s.parameters:
         t = Table(title="free parameters", title_justify="left", show_edge=False)
         for col in ("name", "shape", "numel", "trainable"):
