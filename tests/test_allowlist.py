@@ -168,14 +168,14 @@ FUNCTION_CASES: dict[str, list[tuple[str, object]]] = {
     "softmax": [("softmax(x, dim=-1)", lambda x: F.softmax(x, dim=-1))],
     "log_softmax": [("log_softmax(x, 0)", lambda x: F.log_softmax(x, 0))],
     # elementwise
-    "exp": [("exp(x)", lambda x: torch.exp(x))],
-    "log": [("log(p)", lambda p: torch.log(p))],
+    "exp": [("exp(x)", lambda x: torch.exp(x)), ("exp(1.0)", lambda: math.exp(1.0))],  # numbers fold: math's
+    "log": [("log(p)", lambda p: torch.log(p)), ("log(2)", lambda: math.log(2))],
     "log1p": [("log1p(p)", lambda p: torch.log1p(p))],
     "expm1": [("expm1(x)", lambda x: torch.expm1(x))],
     "sin": [("sin(x)", lambda x: torch.sin(x))],
     "cos": [("cos(x)", lambda x: torch.cos(x))],
     "tan": [("tan(x)", lambda x: torch.tan(x))],
-    "sqrt": [("sqrt(p)", lambda p: torch.sqrt(p))],
+    "sqrt": [("sqrt(p)", lambda p: torch.sqrt(p)), ("sqrt(2 / pi)", lambda: math.sqrt(2 / math.pi))],
     "rsqrt": [("rsqrt(p)", lambda p: torch.rsqrt(p))],
     "erf": [("erf(x)", lambda x: torch.erf(x))],
     "sign": [("sign(x) * x", lambda x: torch.sign(x) * x)],
@@ -207,6 +207,7 @@ FUNCTION_CASES: dict[str, list[tuple[str, object]]] = {
     "cumsum": [("cumsum(x, dim=1)", lambda x: torch.cumsum(x, dim=1))],
     # linear algebra
     "mm": [("mm(a, b)", lambda a, b: torch.mm(a, b))],
+    "addmm": [("addmm(mm(a, b), a, b)", lambda a, b: torch.addmm(torch.mm(a, b), a, b))],
     "matmul": [("matmul(a, b)", lambda a, b: torch.matmul(a, b)), ("matmul(ba, bb)", lambda ba, bb: ba @ bb)],
     "bmm": [("bmm(ba, bb)", lambda ba, bb: torch.bmm(ba, bb))],
     "einsum": [("einsum('ij,jk->ik', a, b)", lambda a, b: torch.einsum("ij,jk->ik", a, b))],

@@ -116,8 +116,8 @@ def test_eject_args_change_the_model(tmp_path):
 
 
 def test_eject_derived_args_and_plain_words(tmp_path):
-    """A nested file's arg computed from another (`ff: 4 * d`) defaults to what the loader computes (from the
-    file's own d, whatever d is passed); a plain word stays a string; `a += b` is a new value, not in place."""
+    """A nested file's arg computed from another (`ff: 4 * d`) is computed from the d passed, in the loader and in
+    the ejected class (`ff=None` then `4 * d`); a plain word stays a string; `a += b` is a new value, not in place."""
     (tmp_path / "block.yaml").write_text(
         "name: Block\nkind: module\nargs: {d: 8, ff: 4 * d, act: gelu}\n"
         "modules:\n  up: Linear(d, ff)\n  down: {type: Linear, in_features: ff, out_features: d}\n"
@@ -125,11 +125,13 @@ def test_eject_derived_args_and_plain_words(tmp_path):
     (tmp_path / "top.yaml").write_text(
         "name: Top\nkind: sequential\ninputs: {x: [B: 2, 16]}\nlayers:\n  - {spec: block.yaml, args: {d: 16}}\n")
     result = export(str(tmp_path / "top.yaml"), output=tmp_path / "top.py")
-    assert "def __init__(self, d=8, ff=32, act='gelu'):" in result.code
+    assert "def __init__(self, d=8, ff=None, act='gelu'):" in result.code
+    assert "ff = 4 * d if ff is None else ff" in result.code
     assert "('0', Block(d=16))" in result.code or "Block(d=16)," in result.code
     assert "h = h + 1" in result.code
     mod = _import(str(tmp_path / "top.py"), "ejected_derived")
     built = _build(str(tmp_path / "top.yaml"))
+    assert built.module[0].up.out_features == 64  # 4 * the d given (16), not 4 * the file's own d (8)
     top = mod.Top()
     top.load_state_dict(built.module.state_dict())
     x = _tensors(built)["x"]

@@ -57,7 +57,7 @@ class Builder:
         for name, sub in self._entries(spec):
             self._register(module, name, sub, spec, "module")
         for t in spec.constants.values():
-            self._register(module, t.name, make_tensor(t), spec, "buffer")
+            self._register(module, t.name, make_tensor(t), spec, "buffer" if t.persistent else "transient buffer")
         for t in spec.parameters.values():
             self._register(module, t.name, nn.Parameter(make_tensor(t)), spec, "parameter")
         self._tie(module, spec)
@@ -67,8 +67,8 @@ class Builder:
         try:
             if what == "module":
                 module.add_module(name, value)
-            elif what == "buffer":
-                module.register_buffer(name, value)
+            elif what in ("buffer", "transient buffer"):
+                module.register_buffer(name, value, persistent=what == "buffer")
             else:
                 module.register_parameter(name, value)
         except KeyError as e:
@@ -85,12 +85,20 @@ class Builder:
             out.append((key, mod))
         return out
 
-    def layer(self, layer: Layer, scope: dict[str, nn.Module]) -> nn.Module:
+    def layer(self, layer: Layer, scope: dict[str, nn.Module]) -> nn.Module | None:
+        if layer.absent:
+            return None  # `X if cond else None`: the attribute is None, as `self.downsample = None`
         if layer.ref is not None:
             return _resolve_ref(layer, scope)
         if layer.repeat is not None:
             copies = [self._fresh(layer) for _ in range(layer.repeat)]
-            seq = nn.Sequential(*copies)
+            if layer.repeat_kind == "modulelist":
+                seq = nn.ModuleList(copies)
+            elif layer.repeat_names is not None:
+                seq = nn.Sequential(OrderedDict((layer.repeat_names.replace("{i}", str(i)), c)
+                                                for i, c in enumerate(copies)))
+            else:
+                seq = nn.Sequential(*copies)
             self.origins[id(seq)] = Origin(layer.where, layer.loc, f"{layer.text} × {layer.repeat}")
             return seq
         return self._fresh(layer)
@@ -150,6 +158,8 @@ class Builder:
                           hint=f"{call.type}({', '.join(_signature_params(layer_signature(cls)))})") from None
 
     def _arg(self, value, where):
+        if isinstance(value, Layer):  # spec('block.yaml', ...) inside a call: the nested spec's module
+            return self._fresh(value)
         if isinstance(value, Call):
             mod = self.call(value, where)
             self.origins.setdefault(id(mod), Origin(where, value.loc, value.text))
@@ -171,12 +181,14 @@ class Builder:
         compiled = compile_spec_forward(spec, limits=self.limits)
         self.files.add(spec.forward.source.file)
         self.code.append((spec.name, compiled.code))
-        attrs = {"forward": compiled.fn, "__module__": "cgtool.generated", "cg_code": compiled.code, "cg_spec": spec}
+        attrs = {"forward": compiled.fn, "__module__": "cgtool.generated", "cg_code": compiled.code, "cg_spec": spec,
+                 "cg_limits": self.limits, "__reduce_ex__": _reduce_ex, "__deepcopy__": _deepcopy}
         if compiled.call is not None:
             attrs["__call__"] = compiled.call  # the forward without nn.Module.__call__'s frames when nothing watches
         cls = type(spec.name, (base,), attrs)
         weakref.finalize(cls, forget_module, compiled.namespace["__name__"])
         self.classes[key] = cls
+        _CLASSES_BUILT[_class_key(spec, base, self.limits)] = cls
         return cls
 
     def _tie(self, module: nn.Module, spec: Spec):
@@ -222,6 +234,42 @@ def _check_stacked(call: Call, where: str, arguments: dict) -> None:
         if isinstance(n, int) and not isinstance(n, bool) and n > MAX_STACKED:
             raise CgError(f"{where}: {call.type} {name}={n:,} is over the cap of {MAX_STACKED:,} stacked layers",
                           call.loc, hint=f"use a smaller {name} (the largest published models stack about 100)")
+
+
+# A generated class is no module's attribute, so pickle cannot name it: a pickled module (torch.save(model))
+# holds its spec instead, and loading compiles the class again (once per process: the cache below).
+_CLASSES_BUILT: dict = {}
+
+
+def _class_key(spec: Spec, base: type, limits) -> tuple:
+    return (base, spec.name, spec.kind, spec.forward.source.text, spec.forward.source.file, repr(spec.args),
+            tuple(spec.input_names), tuple(n for n, _ in spec.layers), tuple(spec.constants), tuple(spec.parameters),
+            repr(limits))
+
+
+def restore_module(spec: Spec, base: type, limits) -> nn.Module:
+    """An empty instance of *spec*'s generated class (compiled again if this process has not built it): what
+    unpickling a built module starts from, before its state is set."""
+    cls = _CLASSES_BUILT.get(_class_key(spec, base, limits))
+    if cls is None:
+        cls = Builder(limits)._class(spec, base)
+    return cls.__new__(cls)
+
+
+def _reduce_ex(self, protocol):
+    cls = type(self)
+    return restore_module, (cls.cg_spec, cls.__bases__[0], cls.cg_limits), self.__dict__
+
+
+def _deepcopy(self, memo):
+    """A copy of the same class (pickling's way would compile it again)."""
+    import copy
+
+    cls = type(self)
+    new = cls.__new__(cls)
+    memo[id(self)] = new
+    new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+    return new
 
 
 def _check_positional(call: Call, where: str, sig: inspect.Signature, given: int) -> None:
@@ -282,7 +330,8 @@ def compile_spec_forward(spec: Spec, *, limits: lang.Limits = lang.DEFAULT_LIMIT
         prelude.append("modules = self")
     for name, _ in spec.layers:
         if name is not None and name.isidentifier():
-            prelude.append(f"{name} = self._modules[{name!r}]")
+            local = lang.SELF_MODULE if name == "self" else name
+            prelude.append(f"{local} = self._modules[{name!r}]")
     for name in spec.constants:
         prelude.append(f"{name} = self._buffers[{name!r}]")
     for name in spec.parameters:

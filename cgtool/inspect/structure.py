@@ -58,6 +58,7 @@ class Structure:
     outputs: list
     code: list[tuple[str, str]]
     dynamic: list = field(default_factory=list)  # [{"kind", "line", "text"}]: control flow that reads tensor values
+    layer_buffers: list = field(default_factory=list)  # buffers of torch layers (BatchNorm's running statistics)
 
 
 def _dtype(d: torch.dtype | None) -> str:
@@ -80,17 +81,20 @@ def module_tree(built: Built) -> Structure:
     param_paths = _paths_by_id(module.named_parameters(remove_duplicate=False))
     tree = _TreeBuilder(built, _paths_by_id(module.named_modules(remove_duplicate=False)), param_paths)
     buffers = _constants(module)
+    declared = _declared_constants(built)
+    constants = [b for b in buffers if b.name.rsplit(".", 1)[-1] in declared and _owner_is_spec(module, b.name)]
     free = _free_parameters(built, param_paths)
     total, trainable = _distinct(module.parameters())
     check = built.check
     return Structure(
         name=built.spec.name, kind=built.spec.kind, file=built.spec.file, device=str(built.device),
         dtype=_dtype(built.dtype), inputs=_inputs(built),
-        root=tree.node(module, ""), constants=buffers, parameters=free, total_params=total, trainable_params=trainable,
+        root=tree.node(module, ""), constants=constants, parameters=free, total_params=total, trainable_params=trainable,
         buffer_numel=sum(b.numel for b in buffers), bytes=built.param_bytes,
         check={"status": check.status, "how": check.how, "reason": check.reason} if check else {"status": "not run"},
         outputs=check.outputs if check else [], code=built.code,
-        dynamic=[{"kind": d.kind, "line": d.line, "text": d.text} for d in data_dependence(built.spec)])
+        dynamic=[{"kind": d.kind, "line": d.line, "text": d.text} for d in data_dependence(built.spec)],
+        layer_buffers=[b for b in buffers if b not in constants])
 
 
 def _paths_by_id(named) -> dict[int, list[str]]:
@@ -173,6 +177,21 @@ def _inputs(built: Built) -> dict:
     return {n: {"shape": list(i.shape),
                 "dtype": _dtype(built.dtype if built.dtype is not None and i.dtype.is_floating_point else i.dtype)}
             for n, i in built.inputs.items()}
+
+
+def _declared_constants(built: Built) -> set[str]:
+    """The names under a spec's ``constants:`` (any spec level): what the tree calls constants, unlike the
+    buffers torch layers keep for themselves (BatchNorm's running mean)."""
+    names: set[str] = set()
+
+    def walk(spec):
+        names.update(spec.constants)
+        for _, layer in spec.layers:
+            if layer.spec is not None:
+                walk(layer.spec)
+
+    walk(built.spec)
+    return names
 
 
 def _free_parameter_names(built: Built) -> set[str]:

@@ -6,9 +6,9 @@ checks, :mod:`.codegen` compiles a checked program into a Python function with t
 guards of :mod:`.limits`.
 """
 from .allowlist import ATTRIBUTES, CONSTANT_NAMES, FUNCTIONS
-from .check import Checker, Program, Source, check_forward, parse
+from .check import SELF_MODULE, Checker, Program, Source, check_forward, parse
 from .codegen import Compiled, compile_forward, locate_runtime_error
 from .limits import DEFAULT_LIMITS, Limits, make_guards
 
-__all__ = ["ATTRIBUTES", "CONSTANT_NAMES", "FUNCTIONS", "Checker", "Program", "Source", "check_forward", "parse",
+__all__ = ["ATTRIBUTES", "CONSTANT_NAMES", "FUNCTIONS", "SELF_MODULE", "Checker", "Program", "Source", "check_forward", "parse",
            "Compiled", "compile_forward", "locate_runtime_error", "DEFAULT_LIMITS", "Limits", "make_guards"]

@@ -23,6 +23,19 @@ def _tensor_or_python(torch_fn, py_fn):
     return fn
 
 
+def _math_or_torch(torch_fn, math_fn):
+    """``sqrt``/``exp``/``log``: math's on Python numbers (``sqrt(2 / pi)``, a float, as in the reference code's
+    ``math.sqrt``), torch's on tensors."""
+
+    def fn(x, *args, **kw):
+        if isinstance(x, (int, float)) and not isinstance(x, bool) and not args and not kw:
+            return math_fn(x)
+        return torch_fn(x, *args, **kw)
+
+    fn.__name__ = torch_fn.__name__
+    return fn
+
+
 def _dropout(training, x, p=0.5, training_=None, inplace=False):
     # never in place: the tensor given may be a parameter (inplace=... is refused by the checker; a
     # positional True lands here)
@@ -72,14 +85,14 @@ FUNCTIONS: dict[str, object] = {
     "softmax": F.softmax,
     "log_softmax": F.log_softmax,
     # elementwise
-    "exp": torch.exp,
-    "log": torch.log,
+    "exp": _math_or_torch(torch.exp, math.exp),
+    "log": _math_or_torch(torch.log, math.log),
     "log1p": torch.log1p,
     "expm1": torch.expm1,
     "sin": torch.sin,
     "cos": torch.cos,
     "tan": torch.tan,
-    "sqrt": torch.sqrt,
+    "sqrt": _math_or_torch(torch.sqrt, math.sqrt),
     "rsqrt": torch.rsqrt,
     "erf": torch.erf,
     "sign": torch.sign,
@@ -105,6 +118,7 @@ FUNCTIONS: dict[str, object] = {
     "cumsum": torch.cumsum,
     # linear algebra
     "mm": torch.mm,
+    "addmm": torch.addmm,  # HF's Conv1D: addmm(bias, x, weight)
     "matmul": torch.matmul,
     "bmm": torch.bmm,
     "einsum": torch.einsum,

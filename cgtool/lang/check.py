@@ -112,11 +112,19 @@ def _dotted(node: ast.expr) -> list[str] | None:
     return parts[::-1]
 
 
+SELF_MODULE = "_cg_self_module"  # the local that holds a submodule named `self`
+
+
 class _Resolve(ast.NodeTransformer):
-    """Replaces each checked ``self.NAME`` / ``F.NAME`` / ``torch.NAME`` by the name it reads."""
+    """Replaces each checked ``self.NAME`` / ``F.NAME`` / ``torch.NAME`` (and a bare ``training``) by the name it
+    reads."""
 
     def __init__(self, resolved: dict[int, str]):
         self.resolved = resolved
+
+    def visit_Name(self, node):
+        name = self.resolved.get(id(node))
+        return node if name is None else ast.copy_location(ast.Name(name, ast.Load()), node)
 
     def visit_Attribute(self, node):
         name = self.resolved.get(id(node))
@@ -192,6 +200,8 @@ class Checker(ast.NodeVisitor):
         self.check_target(node.target)
 
     def check_target(self, t):
+        if isinstance(t, ast.Name) and t.id == "_":
+            return  # a throwaway target (`x, _ = attn(x, x, x)`); reading `_` stays refused
         if isinstance(t, ast.Name):
             self.check_name(t)
             self.bound.add(t.id)
@@ -275,6 +285,9 @@ class Checker(ast.NodeVisitor):
             return
         if name in self.known:
             return
+        if name == "training" and self.self_names is not None:  # the module's mode, as self.training
+            self.resolved[id(node)] = "_cg_training"
+            return
         defined = sorted(self.known | set(self.assigned))
         hint = did_you_mean(name, list(self.known) + self.assigned + list(self.functions))
         listing = ", ".join(defined) if defined else "nothing"
@@ -326,7 +339,8 @@ class Checker(ast.NodeVisitor):
             self.fail(node, f"names starting with '_' are reserved: self.{name}",
                       hint="read the spec's modules, constants and parameters as self.NAME or NAME")
         if name in self.self_names:
-            self.resolved[id(node)] = name
+            # a submodule named `self` (BERT's attention.self) is read under a name of its own
+            self.resolved[id(node)] = SELF_MODULE if name == "self" else name
             return
         if name == "training":  # F.dropout(x, p, training=self.training), as in PyTorch
             self.resolved[id(node)] = "_cg_training"

@@ -72,6 +72,10 @@ def render_structure(s: Structure, *, max_depth: int | None = None, show_code: b
         for b in s.constants:
             t.add_row(escape(b.name), str(b.shape), f"{b.numel:,}", b.dtype)
         console.print(t)
+    if s.layer_buffers:
+        kinds = sorted({b.name.rsplit(".", 1)[-1] for b in s.layer_buffers})
+        console.print(f"layer buffers: {len(s.layer_buffers):,} ({escape(', '.join(kinds[:4]))}"
+                      f"{', ...' if len(kinds) > 4 else ''}), in `cgtool params`")
     if s.parameters:
         t = Table(title="free parameters", title_justify="left", show_edge=False)
         for col in ("name", "shape", "numel", "trainable"):
@@ -114,6 +118,7 @@ def structure_json(s: Structure, *, show_code: bool = False) -> dict:
         "name": s.name, "kind": s.kind, "file": s.file, "device": s.device, "dtype": s.dtype, "inputs": s.inputs,
         "tree": _node_json(s.root),
         "constants": [asdict(b) for b in s.constants],
+        "layer_buffers": [asdict(b) for b in s.layer_buffers],
         "parameters": [asdict(p) for p in s.parameters],
         "total_params": s.total_params, "trainable_params": s.trainable_params,
         "non_trainable_params": s.total_params - s.trainable_params,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from .. import lang
 from . import yamlpos
-from .values import eval_constant, string_value
+from .values import eval_constant, generate, string_value
 from ..errors import CgError, Loc, did_you_mean
 from .model import DTYPES, INITS, KINDS, MAX_DEPTH, MAX_LAYERS, MAX_REPEAT, TOP_KEYS, Call, InputSpec, Layer, Spec, TensorSpec
 
@@ -151,7 +151,7 @@ def _sequential_layers(data, loc, env, ctx: _Ctx):
 def _modulelist_layers(data, loc, env, ctx: _Ctx):
     _require(data, "layers", loc, "a modulelist spec lists its `layers`")
     _forbid(data, ("modules",), loc, "a modulelist spec names its entries `layers` (a list)")
-    if not isinstance(data["layers"], list):
+    if not isinstance(data["layers"], (list, str)):
         raise CgError("modulelist `layers` must be a list", _loc_of(data, "layers", loc),
                       hint="use kind: moduledict for named entries")
     return _layers(data["layers"], "layers", _loc_of(data, "layers", loc), env, ctx, allow_mapping=False)
@@ -170,7 +170,7 @@ def _module_layers(data, loc, env, ctx: _Ctx):
     mods = data.get("modules") or {}
     if not isinstance(mods, dict):
         raise CgError("`modules` must be a mapping name -> layer", _loc_of(data, "modules", loc))
-    return _layers(mods, "modules", _loc_of(data, "modules", loc), env, ctx, allow_mapping=True)
+    return _layers(mods, "modules", _loc_of(data, "modules", loc), env, ctx, allow_mapping=True, keep_absent=True)
 
 
 _LAYERS_OF_KIND = {"sequential": _sequential_layers, "modulelist": _modulelist_layers,
@@ -222,18 +222,24 @@ def _resolve_args(data, overrides, loc, ctx) -> dict:
     raw = data.get("args") or {}
     if not isinstance(raw, dict):
         raise CgError("`args` must be a mapping name -> value", _loc_of(data, "args", loc))
+    for key in overrides:
+        if key not in raw:
+            hint = did_you_mean(key, [str(k) for k in raw])
+            raise CgError(f"the spec has no arg {key!r}", "--arg",
+                          hint=hint or (f"args: {', '.join(map(str, raw))}" if raw else "the spec declares no args"))
+    # In order, each from those before it, with the overrides in place: an included `ff: 4 * d` given d=16
+    # is 64, as a Python default computed from the arguments would be.
     args: dict = {}
     for key, value in raw.items():
         where = _loc_of(raw, key, loc)
         if not isinstance(key, str) or not key.isidentifier() or key.startswith("_"):
             raise CgError(f"arg name {key!r} must be an identifier", where)
-        args[key] = _value(value, args, where, f"args.{key}", ctx.limits)
-    for key, value in overrides.items():
-        if key not in args:
-            hint = did_you_mean(key, args)
-            raise CgError(f"the spec has no arg {key!r}", "--arg",
-                          hint=hint or (f"args: {', '.join(args)}" if args else "the spec declares no args"))
-        args[key] = _value(value, args, Loc("--arg"), f"--arg {key}", ctx.limits) if isinstance(value, str) else value
+        if key in overrides:
+            value = overrides[key]
+            args[key] = _value(value, args, Loc("--arg"), f"--arg {key}", ctx.limits) if isinstance(value, str) \
+                else value
+        else:
+            args[key] = _value(value, args, where, f"args.{key}", ctx.limits)
     return args
 
 
@@ -356,10 +362,15 @@ def _literal_tensor(name, entry: list, section, env, where) -> TensorSpec:
 
 def _init_tensor(name, entry: dict, section, env, where) -> TensorSpec:
     """`{init: rand|randn|zeros|ones|eye|full|arange, shape: [...], value:, scale:, dtype:}`."""
-    extra = set(entry) - {"init", "shape", "value", "scale", "dtype"}
+    keys = {"init", "shape", "value", "scale", "dtype"} | ({"persistent"} if section == "constants" else set())
+    extra = set(entry) - keys
     if extra:
         raise CgError(f"unknown key {sorted(extra)[0]!r} in {section}.{name}", where,
-                      hint="a tensor takes init, shape, value, scale, dtype")
+                      hint=f"a {section[:-1]} takes {', '.join(sorted(keys))}")
+    persistent = entry.get("persistent", True)
+    if not isinstance(persistent, bool):
+        raise CgError(f"{section}.{name}.persistent must be true or false, found {persistent!r}",
+                      _loc_of(entry, "persistent", where), hint="persistent: false leaves it out of the state_dict")
     init = entry.get("init", "zeros")
     if init not in INITS:
         hint = did_you_mean(str(init), INITS)
@@ -376,7 +387,7 @@ def _init_tensor(name, entry: dict, section, env, where) -> TensorSpec:
     value = _value(entry.get("value"), env, where, f"{section}.{name}.value", lang.DEFAULT_LIMITS)
     scale = _value(entry.get("scale"), env, where, f"{section}.{name}.scale", lang.DEFAULT_LIMITS)
     dtype = _dtype(entry["dtype"], _loc_of(entry, "dtype", where)) if "dtype" in entry else None
-    return TensorSpec(name, shape, init, value, scale, dtype, where)
+    return TensorSpec(name, shape, init, value, scale, dtype, where, persistent)
 
 
 def _check_identifier(name, where, section):
@@ -387,21 +398,30 @@ def _check_identifier(name, where, section):
 # ----------------------------------------------------------------- layers
 
 
-def _layers(raw, section, loc, env, ctx: _Ctx, *, allow_mapping: bool) -> list[tuple[str | None, Layer]]:
+def _layers(raw, section, loc, env, ctx: _Ctx, *, allow_mapping: bool,
+            keep_absent: bool = False) -> list[tuple[str | None, Layer]]:
     out: list[tuple[str | None, Layer]] = []
     defined: set[str] = set()  # names (or list positions) of the layers so far, for refs
+    if isinstance(raw, str):  # generated from the args, as the reference code builds its list
+        raw = _generated(raw, section, loc, env, ctx)
     for name, entry, where_loc, where in _layer_entries(raw, section, loc, allow_mapping):
         if name is not None:
             _check_identifier(name, where_loc, section)
         before = ctx.layer_count[0]
         layer = _layer(entry, where, where_loc, env, ctx)
         inside = ctx.layer_count[0] - before  # the layers of a nested spec
+        if layer.absent and not (keep_absent and name is not None):
+            continue  # `X if cond else None` in a list: no entry, and the next takes its index
         if layer.ref is not None:
             _check_ref(layer.ref, defined, where, where_loc)
         defined.add(name if name is not None else str(len(out)))
         # `repeat: N` of a nested spec makes N copies of everything in it (counted once while it loaded)
         _count_layers((layer.repeat or 1) * (1 + inside) - inside, ctx, where_loc)
         if name is None and layer.repeat is not None:
+            if layer.repeat_names is not None or layer.repeat_kind != "sequential":
+                raise CgError(f"{where}: in a list, repeat: N stands for N entries in a row; names and kind choose "
+                              "the container of the copies of a named entry", where_loc,
+                              hint="write repeat: N here, or name the entry (modules: {blocks: {..., repeat: ...}})")
             # In a list, `repeat: N` stands for N fresh copies in a row.
             for _ in range(layer.repeat):
                 out.append((None, Layer(where, where_loc, layer.call, None, layer.spec, None)))
@@ -409,6 +429,17 @@ def _layers(raw, section, loc, env, ctx: _Ctx, *, allow_mapping: bool) -> list[t
         else:
             out.append((name, layer))
     return out
+
+
+def _generated(raw, section, loc, env, ctx: _Ctx) -> list:
+    """`layers:` as a program over the args: the entries it returns (calls, nested specs, None)."""
+    start = getattr(raw, "loc", loc)
+    source = lang.Source(str(raw), file=start.file or str(loc.file), line=start.line or 1,
+                         col=(start.col or 1) - 1)
+    out = generate(str(raw), env, source, loc, call=_constructor_call(ctx, loc, section), limits=ctx.limits)
+    listed = yamlpos.PosList(out)
+    listed.loc, listed.locs = loc, [loc] * len(out)
+    return listed
 
 
 def _layer_entries(raw, section, loc, allow_mapping: bool) -> list[tuple]:
@@ -470,25 +501,58 @@ def _detect_split_mapping(raw: dict, section: str, loc):
 
 
 def _layer(entry, where, loc, env, ctx: _Ctx) -> Layer:
-    """One layer entry: a call string, or a mapping with `ref:`, `type:`, `spec:` or an inline `kind:`."""
+    """One layer entry: a call string, or a mapping with `ref:`, `type:`, `spec:` or an inline `kind:` (or what a
+    generated list holds: a call, a nested spec, None)."""
     if isinstance(entry, str):
-        return Layer(where, loc, call=_call_from_text(entry, env, loc, where, ctx))
+        value = _call_from_text(entry, env, loc, where, ctx)
+        return value if isinstance(value, Layer) else Layer(where, loc, call=value)
+    if entry is None or isinstance(entry, Call):
+        return Layer(where, loc, call=entry)
+    if isinstance(entry, Layer):
+        entry.where, entry.loc = where, loc
+        return entry
     if not isinstance(entry, dict):
         raise CgError(f"{where}: a layer is a call such as 'Linear(784, 256)' or a mapping, found {_kind_of(entry)}",
                       loc)
     repeat = _repeat(entry, where, loc, env, ctx)
     body = {k: v for k, v in entry.items() if k != "repeat"}
-    return _LAYER_FORMS[_layer_form(body, where, loc)](body, repeat, where, loc, env, ctx)
+    layer = _LAYER_FORMS[_layer_form(body, where, loc)](body, repeat and repeat[0], where, loc, env, ctx)
+    if repeat is not None:
+        layer.repeat_kind, layer.repeat_names = repeat[1], repeat[2]
+    return layer
 
 
-def _repeat(entry, where, loc, env, ctx: _Ctx) -> int | None:
+def _repeat(entry, where, loc, env, ctx: _Ctx):
+    """`repeat: N`, or `repeat: {count: N, kind: modulelist, names: "encoder_layer_{i}"}`: (N, kind, names)."""
     if "repeat" not in entry:
         return None
     rloc = _loc_of(entry, "repeat", loc)
-    repeat = _int(_value(entry["repeat"], env, rloc, "repeat", ctx.limits), rloc, f"{where}.repeat", minimum=1)
+    raw = entry["repeat"]
+    kind, names = "sequential", None
+    if isinstance(raw, dict):
+        extra = set(raw) - {"count", "kind", "names"}
+        if extra or "count" not in raw:
+            raise CgError(f"{where}.repeat takes count, kind and names" + (f", not {sorted(extra)[0]!r}" if extra
+                          else ", and needs count"), rloc,
+                          hint='repeat: {count: 12, kind: modulelist} or {count: 12, names: "layer_{i}"}')
+        kind = raw.get("kind", "sequential")
+        if kind not in ("sequential", "modulelist"):
+            raise CgError(f"{where}.repeat.kind is {kind!r}: the copies go in a sequential or a modulelist",
+                          _loc_of(raw, "kind", rloc), hint=did_you_mean(str(kind), ("sequential", "modulelist")))
+        names = raw.get("names")
+        if names is not None:
+            if kind != "sequential":
+                raise CgError(f"{where}.repeat: a modulelist numbers its entries; names need kind: sequential",
+                              _loc_of(raw, "names", rloc))
+            if not isinstance(names, str) or names.count("{i}") != 1 \
+                    or not names.replace("{i}", "0").isidentifier() or names.startswith("_"):
+                raise CgError(f"{where}.repeat.names must be a name with {{i}} in it, found {names!r}",
+                              _loc_of(raw, "names", rloc), hint='names: "encoder_layer_{i}" (i counts from 0)')
+        rloc, raw = _loc_of(raw, "count", rloc), raw["count"]
+    repeat = _int(_value(raw, env, rloc, "repeat", ctx.limits), rloc, f"{where}.repeat", minimum=1)
     if repeat > MAX_REPEAT:
         raise CgError(f"{where}.repeat is {repeat:,}, over the cap of {MAX_REPEAT:,}", rloc)
-    return repeat
+    return repeat, kind, names
 
 
 def _layer_form(body: dict, where, loc) -> str:
@@ -614,8 +678,23 @@ def _include(path, loc, args, ctx: _Ctx, where) -> Spec:
     return spec
 
 
-def _call_from_text(text, env, loc, where, ctx: _Ctx) -> Call:
-    stripped = text.strip()
+def _constructor_call(ctx: _Ctx, loc, where):
+    """What a constructor call in a spec value becomes: a Call, or for `spec('block.yaml', d=64)` the nested
+    spec file loaded with those args (in a generated list or a call string)."""
+    def call(name, args, kwargs):
+        if name == "spec":
+            if len(args) != 1 or not isinstance(args[0], str):
+                raise CgError(f"{where}: spec(...) takes the path of a spec file, then its args by name", loc,
+                              hint="spec('block.yaml', d=64)")
+            return Layer(where, loc, spec=_include(args[0], loc, kwargs, ctx, where))
+        return Call(name, args, kwargs, call_text(name, args, kwargs), loc)
+
+    return call
+
+
+def _call_from_text(text, env, loc, where, ctx: _Ctx) -> Call | Layer | None:
+    # a `>-` scalar keeps the line breaks of more-indented lines: a call is one expression, whatever its lines
+    stripped = " ".join(text.split())
     if stripped.isidentifier():
         stripped += "()"  # `ReLU` means ReLU()
     try:
@@ -626,11 +705,9 @@ def _call_from_text(text, env, loc, where, ctx: _Ctx) -> Call:
     if not isinstance(tree.body, (ast.Call, ast.IfExp)):
         raise CgError(f"{where}: a layer is a call such as 'Linear(784, 256)', found {text!r}", loc)
 
-    def call(name, args, kwargs):
-        return Call(name, args, kwargs, call_text(name, args, kwargs), loc)
-
-    value = eval_constant(stripped, env, loc, what=f"{where} layer", call=call, limits=ctx.limits)
-    if not isinstance(value, Call):
+    value = eval_constant(stripped, env, loc, what=f"{where} layer", call=_constructor_call(ctx, loc, where),
+                          limits=ctx.limits)
+    if value is not None and not isinstance(value, (Call, Layer)):
         raise CgError(f"{where}: {text!r} is not a layer call", loc, hint="write a call such as 'Linear(784, 256)'")
     return value
 

@@ -45,6 +45,13 @@ class Layer:
     ref: str | None = None
     spec: "Spec | None" = None
     repeat: int | None = None
+    repeat_kind: str = "sequential"  # the container of the copies: sequential or modulelist
+    repeat_names: str | None = None  # the copies' names, `encoder_layer_{i}` (a sequential's)
+
+    @property
+    def absent(self) -> bool:
+        """`... if cond else None`: no module here (an attribute that is None, as `downsample = None`)."""
+        return self.call is None and self.ref is None and self.spec is None
 
     @property
     def text(self) -> str:
@@ -52,6 +59,8 @@ class Layer:
             return self.call.text
         if self.ref is not None:
             return f"ref {self.ref}"
+        if self.spec is None:
+            return "None"
         return f"{self.spec.name} ({self.spec.kind})"
 
 
@@ -77,6 +86,7 @@ class TensorSpec:
     scale: float | None = None
     dtype: torch.dtype | None = None
     loc: Loc | None = None
+    persistent: bool = True  # a constant with `persistent: false` is left out of the state_dict (HF's position_ids)
 
     @property
     def numel(self) -> int:

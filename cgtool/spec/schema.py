@@ -14,7 +14,7 @@ from .model import DTYPES, INITS, KINDS, MAX_REPEAT, TOP_KEYS
 SCHEMA_ID = "urn:cgtool:spec-schema"  # no web address is promised: the schema ships with cgtool
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 NAME = r"^[A-Za-z][A-Za-z0-9_]*$"  # a name a spec defines (modules, constants, parameters, inputs, args)
-CALL = r"^\s*[A-Za-z_][A-Za-z0-9_.]*\s*\(.*\)\s*$"
+CALL = r"^\s*[A-Za-z_][A-Za-z0-9_.]*\s*\([\s\S]*\)[\s\S]*$"  # a call, maybe `... if cond else None`
 
 
 def _value() -> dict:
@@ -72,7 +72,9 @@ def _tensor() -> dict:
                 "shape": {"$ref": "#/$defs/shape"},
                 "value": {"$ref": "#/$defs/value"},
                 "scale": {"$ref": "#/$defs/value"},
-                "dtype": {"$ref": "#/$defs/dtype"}},
+                "dtype": {"$ref": "#/$defs/dtype"},
+                "persistent": {"type": "boolean", "default": True,
+                               "description": "A constant with false is left out of the state_dict."}},
              "if": {"properties": {"init": {"const": "full"}}, "required": ["init"]},
              "then": {"required": ["value"]}},
         ],
@@ -80,8 +82,13 @@ def _tensor() -> dict:
 
 
 def _repeat() -> dict:
-    return {"description": f"Fresh copies of this entry (at most {MAX_REPEAT:,}).",
-            "anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_REPEAT}, {"type": "string", "minLength": 1}]}
+    count = {"anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_REPEAT}, {"type": "string", "minLength": 1}]}
+    return {"description": f"Fresh copies of this entry (at most {MAX_REPEAT:,}): a count, or {{count, kind, names}} "
+                           "(kind: sequential or modulelist, the container of the copies; names: 'layer_{i}').",
+            "anyOf": [*count["anyOf"],
+                      {"type": "object", "required": ["count"], "additionalProperties": False, "properties": {
+                          "count": count, "kind": {"enum": ["sequential", "modulelist"]},
+                          "names": {"type": "string", "pattern": r"^[A-Za-z][A-Za-z0-9_]*\{i\}[A-Za-z0-9_]*$"}}}]}
 
 
 def _layer() -> dict:
@@ -123,8 +130,10 @@ def _spec_properties() -> dict:
                  "description": "Named values the spec reads (overridden with --arg NAME=VALUE)."},
         "inputs": {"type": "object", "propertyNames": {"pattern": NAME, "not": {"const": "self"}},
                    "additionalProperties": {"$ref": "#/$defs/input"}},
-        "layers": {"description": "sequential: a list, or a mapping name -> layer; modulelist: a list.",
-                   "anyOf": [{"type": "array", "items": {"$ref": "#/$defs/layer"}}, named_layers]},
+        "layers": {"description": "sequential: a list, or a mapping name -> layer; modulelist: a list. Or a "
+                   "program over the args that makes the list (a list comprehension, or statements that add to "
+                   "`layers`).",
+                   "anyOf": [{"type": "array", "items": {"$ref": "#/$defs/layer"}}, named_layers, {"type": "string"}]},
         "modules": {**named_layers, "description": "moduledict and module: name -> layer."},
         "constants": {"type": "object", "propertyNames": {"pattern": NAME},
                       "additionalProperties": {"$ref": "#/$defs/tensor"}},
@@ -151,7 +160,7 @@ def _rules() -> dict:
         {"if": kind("sequential"), "then": {"required": ["layers"],
                                             **forbid("forward", "modules", "constants", "parameters")}},
         {"if": kind("modulelist"), "then": {"required": ["layers", "forward"], **forbid("modules"),
-                                            "properties": {"layers": {"type": "array"}}}},
+                                            "properties": {"layers": {"type": ["array", "string"]}}}},
         {"if": kind("moduledict"), "then": {"required": ["modules", "forward"], **forbid("layers")}},
         {"if": kind("module"), "then": {"required": ["forward"], **forbid("layers")}},
     ]}

@@ -113,6 +113,8 @@ def string_value(text: str, env: dict, place, *, what: str = "value", limits: Li
     """A string in a spec: `4 * d` → a number; `relu` (not an arg) → the string itself; `4 * dd` → an error."""
     reading = _read(text.strip())
     body = reading.tree.body if reading.tree is not None else None
+    if text.strip().endswith((".yaml", ".yml")) and " " not in text.strip():
+        return str(text)  # a spec file's name, for spec(block, ...)
     if body is None or isinstance(body, ast.Name) and body.id not in env:
         return str(text)  # a plain word: a string argument such as `same` or `relu`
     if isinstance(body, ast.Constant):
@@ -138,14 +140,35 @@ def eval_constant(text: str, env: dict, place, *, what: str = "value", call=None
     if reading.outside is not None:
         subject, hint = reading.outside
         raise CgError(f"{subject} is not allowed in {what} {text!r}", place, hint=hint)
+    classes = _class_names(reading, env) if call is not None else {}
+    env = {k: v for k, v in env.items() if k not in classes}
     params = tuple(n for n in (*reading.names, *sorted(reading.called)) if n in env)
     try:
-        compiled = _compiled(stripped, reading.called if call is not None else frozenset(), params, limits)
+        compiled = _compiled(stripped, reading.called if call is not None else frozenset(), params, limits,
+                             tuple(sorted(classes.items())))
     except CgError as e:  # what the language's checker refused
         raise CgError(f"{e.message} in {what} {text!r}", place, e.hint) from None
-    _check_names(reading, env, what, text, place)
+    _check_names(reading, {**env, **classes}, what, text, place)
     value = _run(compiled, [env[n] for n in params], place)
     return value if call is None else _finish(value, call)
+
+
+def _layer_class(name: str) -> bool:
+    """Whether *name* is a torch.nn module class: what a layer constructor may name (the builder checks it)."""
+    import torch.nn as nn
+
+    obj = getattr(nn, name, None) if name[:1].isupper() else None
+    return isinstance(obj, type) and issubclass(obj, nn.Module)
+
+
+def _class_names(reading: _Reading, env: dict) -> dict[str, str]:
+    """Classes as arguments, in a value with layer constructors: an arg holding a class name and called
+    (`activation_layer(inplace=True)` with activation_layer: ReLU6) constructs that class; a torch.nn class
+    named as a value (`norm_layer=BatchNorm2d`) is its name. Only names: the builder constructs torch.nn classes
+    and nothing else."""
+    out = {n: env[n] for n in reading.called if n in env and isinstance(env[n], str) and env[n].isidentifier()}
+    out.update({n: n for n in reading.names if n not in env and _layer_class(n)})
+    return out
 
 
 def _check_names(reading: _Reading, env, what, text, place):
@@ -169,20 +192,23 @@ class _Compiled:
 _COMPILED: dict[tuple, _Compiled] = {}
 
 
-def _compiled(text: str, constructors: frozenset[str], params: tuple[str, ...], limits: Limits) -> _Compiled:
+def _compiled(text: str, constructors: frozenset[str], params: tuple[str, ...], limits: Limits,
+              classes: tuple = ()) -> _Compiled:
     """The value's compiled program, from the cache when the same text was compiled before."""
-    key = (text, constructors, params, tuple(getattr(limits, f.name) for f in dataclasses.fields(limits)))
+    key = (text, constructors, params, tuple(getattr(limits, f.name) for f in dataclasses.fields(limits)), classes)
     found = _COMPILED.get(key)
     if found is None:
         if len(_COMPILED) >= _MAX_COMPILED:
             _COMPILED.clear()
-        found = _COMPILED[key] = _compile(text, constructors, params, limits)
+        found = _COMPILED[key] = _compile(text, constructors, params, limits, dict(classes))
     return found
 
 
-def _compile(text: str, constructors: frozenset[str], params: tuple[str, ...], limits: Limits) -> _Compiled:
+def _compile(text: str, constructors: frozenset[str], params: tuple[str, ...], limits: Limits,
+             classes: dict | None = None) -> _Compiled:
     """``return <text>`` checked and compiled into ``fn(*params)``; args hide functions of the same name."""
     functions = {name: fn for name, fn in HELPERS.items() if name not in params}
+    functions.update({name: _constructor(cls) for name, cls in (classes or {}).items()})
     functions.update({name: _constructor(name) for name in constructors if name not in functions
                       and name not in params})
     program = lang.parse(lang.Source(f"return {text}", file=_FILE), None, limits=limits, functions=functions)
@@ -234,6 +260,7 @@ def _constructor(name: str):
         return _Construction(name, args, kwargs)
 
     construct.__name__ = name
+    construct.cg_class = name  # passed on as a value (`norm_layer=BatchNorm2d`), it is the class's name
     return construct
 
 
@@ -246,4 +273,62 @@ def _finish(value, call):
         return [_finish(v, call) for v in value]
     if type(value) is tuple:
         return tuple(_finish(v, call) for v in value)
+    if callable(value) and isinstance(getattr(value, "cg_class", None), str):
+        return value.cg_class
     return value
+
+
+# --------------------------------------------------------------------------- generated layer lists
+
+_PYTHON_HELPERS = ("range", "len", "enumerate", "zip")
+MAX_GENERATED = 10_000  # entries of one generated layer list
+
+
+def generate(text: str, env: dict, source: "lang.Source", place, *, call, limits: Limits = DEFAULT_LIMITS) -> list:
+    """A layer list written as the reference code builds it, over the args: one expression (``[Linear(d, d) for _
+    in range(n)]``) or statements that add to ``layers`` (``layers += [Conv2d(c, v, 3), ReLU()]``), checked by the
+    language's checker and run with its guards. Every other name called is a layer constructor, handed to *call*."""
+    body = source.text
+    try:
+        ast.parse(body.strip(), mode="eval")
+        program_text, prelude = f"return {' '.join(body.split())}", []
+    except SyntaxError:
+        program_text, prelude = f"{body.rstrip()}\nreturn layers", ["layers = []"]
+        if "layers" in env:
+            raise CgError("an arg named `layers` would hide the list the program builds", place,
+                          hint="rename the arg (depths, n_layers), or write the list as one comprehension") from None
+    try:
+        called = {n.func.id for n in ast.walk(ast.parse(program_text)) if isinstance(n, ast.Call)
+                  and isinstance(n.func, ast.Name)}
+        names = {n.id for n in ast.walk(ast.parse(program_text)) if isinstance(n, ast.Name)}
+    except (SyntaxError, ValueError, RecursionError):
+        called, names = set(), set()  # the checker reports it, at its place
+    classes = {n: env[n] for n in called if n in env and isinstance(env[n], str) and env[n].isidentifier()}
+    classes.update({n: n for n in names if n not in env and _layer_class(n)})
+    params = [n for n in env if n not in classes and n in names]
+    functions = {n: fn for n, fn in HELPERS.items() if n not in params}
+    functions.update({n: lang.FUNCTIONS[n] for n in _PYTHON_HELPERS if n not in params})
+    functions.update({n: _constructor(c) for n, c in classes.items()})
+    functions.update({n: _constructor(n) for n in called if n not in functions and n not in params})
+    src = lang.Source(program_text, file=source.file, line=source.line, col=source.col)
+    program = lang.parse(src, None, limits=limits, functions=functions)
+    unknown = [n for n in program.free if n not in params and n != "layers"]
+    if unknown:
+        hint = did_you_mean(unknown[0], env)
+        raise CgError(f"unknown name {unknown[0]!r} in the generated layers (args: {', '.join(sorted(env)) or 'none'})",
+                      place, hint or "define it under `args:`, or assign it in the program first")
+    compiled = lang.compile_forward(program, name="layers", params=params, prelude=prelude,
+                                    namespace=functions, limits=limits, with_self=False)
+    try:
+        value = compiled.fn(*[env[n] for n in params])
+    except CgError as e:
+        raise e.with_place(place) from None
+    except Exception as e:  # noqa: BLE001 - arithmetic on user values
+        where = lang.locate_runtime_error(e, {source.file})
+        raise CgError(f"cannot generate the layers: {type(e).__name__}: {e}", where or place) from None
+    if not isinstance(value, (list, tuple)):
+        raise CgError(f"generated layers must be a list, found {type(value).__name__}", place,
+                      hint="end with a list of layer calls, or add to `layers` (layers += [Linear(d, d)])")
+    if len(value) > MAX_GENERATED:
+        raise CgError(f"{len(value):,} generated layers, over the cap of {MAX_GENERATED:,}", place)
+    return [_finish(v, call) for v in value]

@@ -1,0 +1,253 @@
+"""Porting reference models (issue 15): the language features a port needs, each checked against torch, and
+what stays refused (the sandbox): generated layers, optional submodules, repeat names and containers,
+non-persistent constants, `training`, `_`, `self.self`, math on numbers, classes as arguments, pickling."""
+from __future__ import annotations
+import copy
+import io
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import cgtool
+from cgtool.cli import app
+from cgtool.errors import CgError
+
+ENV = {"COLUMNS": "120", "NO_COLOR": "1"}
+
+
+def cli(*argv, spec: str | None = None):
+    return CliRunner().invoke(app, list(argv), input=spec, env=ENV)
+
+
+def module_spec(modules: str, forward: str, *, args: str = "{}", inputs: str = "{x: [2, 4]}", extra: str = "") -> str:
+    return (f"name: Net\nkind: module\nargs: {args}\ninputs: {inputs}\nmodules:\n{modules}\n{extra}"
+            f"forward: |\n" + "".join(f"  {line}\n" for line in forward.strip().splitlines()))
+
+
+# --------------------------------------------------------------------------- optional submodules
+
+
+def test_an_optional_submodule_is_none_as_in_the_reference():
+    spec = module_spec("  conv: Conv2d(4, 4, 3, padding=1)\n"
+                       "  downsample: >-\n    Sequential(Conv2d(4, 8, 1, stride=stride), BatchNorm2d(8))\n"
+                       "      if stride != 1 else None",
+                       "identity = x if downsample is None else self.downsample(x)\nreturn identity",
+                       args="{stride: 1}", inputs="{x: [2, 4, 8, 8]}")
+    plain = cgtool.build(spec)
+    assert plain.downsample is None and [n for n, _ in plain.named_modules()] == ["", "conv"]
+    x = torch.randn(2, 4, 8, 8)
+    assert torch.equal(plain(x), x)
+    strided = cgtool.build(spec, stride=2)  # the multi-line `>-` conditional reads as one expression
+    assert [n for n, _ in strided.named_modules()] == ["", "conv", "downsample", "downsample.0", "downsample.1"]
+    assert strided(x).shape == (2, 8, 4, 4)
+
+
+def test_a_none_list_entry_is_left_out_and_the_next_takes_its_index():
+    spec = ("kind: sequential\nargs: {expand: 1}\ninputs: {x: [2, 4]}\nlayers:\n"
+            "  - Linear(4, 4) if expand != 1 else None\n  - ReLU()\n  - Linear(4, 3)\n")
+    short = cgtool.build(spec)
+    assert [type(m).__name__ for m in short] == ["ReLU", "Linear"] and list(short.state_dict()) == ["1.weight", "1.bias"]
+    long = cgtool.build(spec, expand=6)
+    assert [type(m).__name__ for m in long] == ["Linear", "ReLU", "Linear"]
+
+
+# --------------------------------------------------------------------------- generated layers
+
+
+def test_layers_generated_by_statements_as_the_reference_builds_them():
+    spec = ("kind: sequential\nargs: {cfg: [4, M, 8]}\ninputs: {x: [1, 3, 8, 8]}\nlayers: |\n"
+            "  in_channels = 3\n  for v in cfg:\n      if v == 'M':\n          layers += [MaxPool2d(2)]\n"
+            "      else:\n          layers += [Conv2d(in_channels, v, 3, padding=1), ReLU(inplace=True)]\n"
+            "          in_channels = v\n")
+    net = cgtool.build(spec)
+    want = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(inplace=True), torch.nn.MaxPool2d(2),
+                               torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.ReLU(inplace=True))
+    assert repr(net) == repr(want)
+    want.load_state_dict(net.state_dict())
+    x = torch.randn(1, 3, 8, 8)
+    assert torch.equal(net(x), want(x))
+
+
+def test_a_comprehension_over_args_and_a_nested_spec_by_name(tmp_path):
+    (tmp_path / "block.yaml").write_text("kind: sequential\nargs: {d: 4, act: ReLU}\n"
+                                         "layers: ['Linear(d, d)', 'act()']\n")
+    (tmp_path / "net.yaml").write_text("kind: sequential\nargs: {n: 3, d: 4}\ninputs: {x: [2, d]}\n"
+                                       "layers: \"[spec('block.yaml', d=d, act=Tanh if i % 2 else GELU) "
+                                       "for i in range(n)]\"\n")
+    net = cgtool.build(str(tmp_path / "net.yaml"))
+    assert [type(b[1]).__name__ for b in net] == ["GELU", "Tanh", "GELU"]
+    assert len(cgtool.build(str(tmp_path / "net.yaml"), n=5)) == 5
+
+
+@pytest.mark.parametrize("layers,message", [
+    ('"[Linear(2, 2) for _ in range(n)]"', "over the cap"),
+    ('"[Linear(2, 2)] * 10 ** 9"', "over the cap"),
+    ("|\n  while True:\n      layers += [ReLU()]\n", "more than 10,000 iterations"),
+    ('"[__import__(\'os\')]"', "reserved"),
+    ('"[open(\'x\', \'w\')]"', "unknown layer type 'open'"),
+    ('"[Linear(2, 2).__class__]"', "attribute .__class__ is not allowed"),
+    ('"[Linear(2, m)]"', "unknown name 'm'"),
+    ('"[1, 2]"', "a layer is a call"),
+    ('"[act(2) for act in [print]]"', "unknown name 'print'"),
+])
+def test_generated_layers_stay_in_the_sandbox(layers, message):
+    spec = f"kind: sequential\nargs: {{n: 20000}}\ninputs: {{x: [2, 2]}}\nlayers: {layers}\n"
+    r = cli("build", "-", spec=spec)
+    assert r.exit_code == 1 and message in r.output and "Traceback" not in r.output, r.output
+
+
+def test_a_class_argument_is_a_torch_nn_class_or_nothing():
+    spec = "kind: sequential\nargs: {act: ReLU6}\ninputs: {x: [2, 2]}\nlayers: ['act(inplace=True)']\n"
+    assert isinstance(cgtool.build(spec)[0], torch.nn.ReLU6)
+    assert isinstance(cgtool.build(spec, act="Hardswish")[0], torch.nn.Hardswish)
+    for bad in ("system", "Tensor", "ModuleList"):
+        r = cli("build", "-", "--arg", f"act={bad}", spec=spec)
+        assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+
+
+# --------------------------------------------------------------------------- repeat, constants
+
+
+def test_repeat_names_its_copies_and_chooses_their_container():
+    spec = module_spec("  layers: {type: Linear, in_features: 4, out_features: 4, "
+                       "repeat: {count: 3, names: 'encoder_layer_{i}'}}\n"
+                       "  h: {type: Linear, in_features: 4, out_features: 4, repeat: {count: 2, kind: modulelist}}",
+                       "x = self.layers(x)\nfor block in self.h:\n    x = block(x)\nreturn x")
+    net = cgtool.build(spec)
+    assert list(net.layers._modules) == ["encoder_layer_0", "encoder_layer_1", "encoder_layer_2"]
+    assert type(net.h) is torch.nn.ModuleList and len(net.h) == 2
+    x = torch.randn(2, 4)
+    want = x
+    for m in [*net.layers, *net.h]:
+        want = m(want)
+    assert torch.equal(net(x), want)
+    r = cli("build", "-", spec=spec.replace("names: 'encoder_layer_{i}'", "names: 'layer'"))
+    assert r.exit_code == 1 and "{i}" in r.output
+
+
+def test_a_non_persistent_constant_is_a_buffer_outside_the_state_dict():
+    spec = module_spec("  lin: Linear(4, 4)", "return self.lin(x) + ids[:, :4].float()",
+                       extra="constants:\n  ids: {init: arange, shape: [1, 8], dtype: long, persistent: false}\n")
+    net = cgtool.build(spec)
+    assert "ids" in dict(net.named_buffers()) and "ids" not in net.state_dict()
+    assert torch.equal(net.ids, torch.arange(8).reshape(1, 8))
+    r = cli("build", "-", spec=spec.replace("persistent: false", "persistent: maybe"))
+    assert r.exit_code == 1 and "persistent must be true or false" in r.output
+
+
+def test_build_lists_declared_constants_not_batchnorm_buffers():
+    spec = module_spec("  bn: BatchNorm1d(4)", "return self.bn(x) + c",
+                       extra="constants:\n  c: {init: ones, shape: [4]}\n")
+    r = cli("build", "-", "--json", "--depth", "1", spec=spec)
+    data = json.loads(r.stdout)
+    assert [c["name"] for c in data["constants"]] == ["c"]
+    assert [b["name"] for b in data["layer_buffers"]] == ["bn.running_mean", "bn.running_var", "bn.num_batches_tracked"]
+    text = cli("build", "-", "--depth", "1", spec=spec).output
+    assert "bn.running_mean" not in text and "layer buffers: 3" in text
+
+
+# --------------------------------------------------------------------------- the forward language
+
+
+def test_training_is_readable_and_underscore_throws_away():
+    spec = module_spec("  attn: MultiheadAttention(4, 2, batch_first=True)",
+                       "y, _ = self.attn(x, x, x, need_weights=False)\nreturn y * (2.0 if training else 1.0)",
+                       inputs="{x: [2, 3, 4]}")
+    net = cgtool.build(spec)
+    x = torch.randn(2, 3, 4)
+    want, _ = net.attn(x, x, x, need_weights=False)
+    net.eval()
+    assert torch.equal(net(x), want)
+    net.train()
+    assert torch.equal(net(x), want * 2.0)
+    r = cli("build", "-", spec=spec.replace("return y *", "return _ + y *"))
+    assert r.exit_code == 1 and "reserved" in r.output
+
+
+def test_a_submodule_named_self():
+    spec = module_spec("  self: Linear(4, 4)\n  output: Linear(4, 2)", "return self.output(self.self(x))")
+    net = cgtool.build(spec)
+    x = torch.randn(2, 4)
+    assert torch.equal(net(x), net.output(getattr(net, "self")(x)))
+    assert cli("build", "-", spec=spec.replace("self.self(x)", "self(x)")).exit_code == 1
+
+
+def test_math_on_python_numbers_and_addmm():
+    spec = module_spec("  lin: Linear(4, 3)",
+                       "c = sqrt(2 / pi) * exp(1.0) / log(2)\nreturn addmm(self.lin.bias, x, self.lin.weight.T) * c")
+    net = cgtool.build(spec)
+    x = torch.randn(2, 4)
+    c = math.sqrt(2 / math.pi) * math.exp(1.0) / math.log(2)
+    assert torch.equal(net(x), torch.addmm(net.lin.bias, x, net.lin.weight.T) * c)
+
+
+# --------------------------------------------------------------------------- args, pickling
+
+
+def test_an_included_derived_arg_is_computed_from_the_args_given(tmp_path):
+    (tmp_path / "block.yaml").write_text("kind: module\nargs: {d: 8, ff: 4 * d}\nmodules:\n  up: Linear(d, ff)\n"
+                                         "forward: |\n  return up(x)\n")
+    (tmp_path / "top.yaml").write_text("kind: sequential\ninputs: {x: [2, 16]}\n"
+                                       "layers:\n  - {spec: block.yaml, args: {d: 16}}\n")
+    assert cgtool.build(str(tmp_path / "top.yaml"))[0].up.out_features == 64
+    assert cgtool.build(str(tmp_path / "block.yaml"), d=3).up.out_features == 12  # --arg too
+
+
+def test_a_built_module_pickles_whole(tmp_path):
+    net = cgtool.build("configs/gpt2_block.yaml", d=16, heads=2).eval()
+    x = torch.randn(1, 5, 16)
+    torch.save(net, tmp_path / "model.pt")
+    torch.save((x, net(x)), tmp_path / "io.pt")
+    clone = copy.deepcopy(net)
+    assert type(clone) is type(net) and torch.equal(clone(x), net(x))
+    code = ("import torch\nm = torch.load('model.pt', weights_only=False)\nx, y = torch.load('io.pt')\n"
+            "assert type(m).__name__ == 'GPT2Block' and torch.equal(m(x), y)\nprint('ok')")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "ok", done.stderr
+
+
+def _ejected(path, tmp_path, cls: str, **args):
+    import importlib.util
+
+    out = tmp_path / f"{cls}.py"
+    r = cli("export", path, "--to", "python", "-o", str(out))
+    assert r.exit_code == 0, r.output
+    loader = importlib.util.spec_from_file_location(f"ejected_{cls}", out)
+    mod = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(mod)
+    return getattr(mod, cls)(**args)
+
+
+@pytest.mark.parametrize("name,cls,args,x", [
+    ("gpt2_small", "GPT2LMHeadModel", dict(n_layer=2, n_embd=32, n_head=2, vocab_size=50, n_positions=16),
+     lambda: torch.randint(0, 50, (2, 5))),
+    ("bert_base", "BertModel", dict(num_layers=1, hidden=32, heads=2, intermediate=64, vocab_size=50, max_position=16),
+     lambda: torch.randint(0, 50, (2, 5))),
+    ("vit_b_16", "VisionTransformer", dict(image_size=32, num_layers=1, num_heads=2, hidden_dim=32, mlp_dim=64),
+     lambda: torch.randn(2, 3, 32, 32)),
+])
+def test_the_eject_writes_what_porting_needs(name, cls, args, x, tmp_path):
+    """training, self.self, sqrt of a number, repeat's names and container, a derived top arg (ViT's seq_length)
+    in plain PyTorch: the ejected class with the same weights gives the same outputs."""
+    path = f"configs/zoo/{name}.yaml"
+    ours = cgtool.build(path, **args).eval()
+    plain = _ejected(path, tmp_path, cls, **args).eval()
+    plain.load_state_dict(ours.state_dict())
+    x = x()
+    got, want = plain(x), ours(x)
+    got, want = (got, want) if isinstance(got, tuple) else ((got,), (want,))
+    assert all(torch.equal(g, w) for g, w in zip(got, want))
+
+
+def test_an_arg_named_layers_and_the_list_being_built():
+    comprehension = "kind: sequential\nargs: {layers: 3}\ninputs: {x: [2, 2]}\nlayers: '[Linear(2, 2) for _ in range(layers)]'\n"
+    assert len(cgtool.build(comprehension)) == 3
+    statements = ("kind: sequential\nargs: {layers: 3}\ninputs: {x: [2, 2]}\nlayers: |\n  for i in range(layers):\n"
+                  "      layers += [Linear(2, 2)]\n")
+    r = cli("build", "-", spec=statements)
+    assert r.exit_code == 1 and "would hide the list" in r.output
