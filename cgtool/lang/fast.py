@@ -92,10 +92,11 @@ MAX_CHAIN = 32
 
 def plan_layer(layer) -> Leaf | Chain | Opaque:
     """How a spec layer (:class:`cgtool.spec.Layer`) can be called fast."""
-    if layer.ref is not None:
+    if layer.ref is not None or (layer.call is None and layer.spec is None):  # a ref; an absent (None) module
         return Opaque()
     if layer.repeat is not None:
-        if layer.repeat > MAX_CHAIN:
+        if layer.repeat > MAX_CHAIN or getattr(layer, "repeat_kind", "sequential") != "sequential" \
+                or getattr(layer, "repeat_names", None) is not None:
             return Opaque()
         child = _leaf_or_opaque(layer)
         return Chain(tuple(str(i) for i in range(layer.repeat)), (child,) * layer.repeat)
@@ -209,10 +210,10 @@ def call_guard(params: list[str]) -> str:
 
 def _condition(m: str, plan) -> str:
     """The per-call condition that *m* (a local) can take the fast call of *plan*."""
-    parts = [_UNWATCHED.format(m=m)]
+    parts = [f"{m} is not None", _UNWATCHED.format(m=m)]  # an optional submodule may be None
     if isinstance(plan, Leaf):
         extra = _LEAVES[plan.type][0]
-        parts.insert(0, f"type({m}) is _cg_T_{plan.type}")
+        parts[0] = f"type({m}) is _cg_T_{plan.type}"
         if extra:
             parts.append(extra.format(m=m))
     return " and ".join(parts)
