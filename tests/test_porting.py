@@ -85,7 +85,7 @@ def test_a_comprehension_over_args_and_a_nested_spec_by_name(tmp_path):
 
 
 @pytest.mark.parametrize("layers,message", [
-    ('"[Linear(2, 2) for _ in range(n)]"', "over the cap"),
+    ('"[Linear(2, 2) for _ in range(n)]"', "cap of"),
     ('"[Linear(2, 2)] * 10 ** 9"', "over the cap"),
     ("|\n  while True:\n      layers += [ReLU()]\n", "more than 10,000 iterations"),
     ('"[__import__(\'os\')]"', "reserved"),

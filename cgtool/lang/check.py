@@ -310,8 +310,12 @@ class Checker(ast.NodeVisitor):
             if kw.arg in seen:  # Python's parser lets it through; its compiler would fail
                 self.fail(kw, f"keyword argument {kw.arg}= is given twice", hint=f"keep one {kw.arg}=")
             seen.add(kw.arg)
-            if kw.arg in _WRITING_KEYWORDS and not (isinstance(kw.value, ast.Constant) and kw.value.value in
-                                                     (False, None)):
+            # a layer class (ReLU(inplace=True) in generated layers, act(inplace=True) with act: ReLU6) configures
+            # the layer it makes, whose forward is the model's own; an allow-listed function or a tensor method
+            # called with out= or inplace= writes into an existing tensor
+            constructor = isinstance(func, ast.Name) and func.id not in FUNCTIONS
+            if kw.arg in _WRITING_KEYWORDS and not constructor and not (
+                    isinstance(kw.value, ast.Constant) and kw.value.value in (False, None)):
                 self.fail(kw, f"{kw.arg}= writes into an existing tensor, which a forward may not do",
                           hint=_WRITING_KEYWORDS[kw.arg])
         self.generic_visit(node)
