@@ -67,3 +67,15 @@ def test_inspect_peers_smoke(capsys):
     for peer in ("torchinfo", "fvcore", "torchlens", "torchview"):
         if not report["peers"][peer]:
             assert "not installed (bash benchmarks/peers.sh)" in text
+
+
+def test_commands_smoke():
+    """benchmarks/commands.py (start-up of the commands against `import torch`): one round of two commands, each
+    checked to exit 0; the table has both rows and the baseline's ratio is 1."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, str(BENCH / "commands.py"), "--smoke"], capture_output=True, text=True,
+                          timeout=600, cwd=BENCH.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| `")]
+    assert len(rows) == 2 and "| 1.00 |" in rows[0] and "cgtool grad" in rows[1]
