@@ -240,7 +240,7 @@ def test_the_loop_budget_is_per_call_and_can_be_raised():
 
 def test_every_run_ends_within_its_time_limit():
     # each step is under every cap; together they would run for minutes
-    body = "a = rand(300, 300)\nfor i in range(10000):\n    a = softmax(mm(a, a), dim=1)\nreturn x"
+    body = "a = rand(500, 500)\nfor i in range(10000):\n    a = softmax(mm(a, a), dim=1)\nreturn x"
     start = time.monotonic()
     # (`run`: build alone checks shapes on meta tensors, where this is quick)
     refused(cli("run", "-", "--time-limit", "1", input=module_spec(body)), "time limit of 1 s", "--time-limit")
@@ -256,7 +256,7 @@ def test_the_time_limit_is_checked(monkeypatch):
 
 def test_an_expression_ends_within_its_time_limit():
     text = "a = x\nfor i in range(10000):\n    a = a * 1.0001 + sin(a)"
-    refused(cli("grad", text, "--at", "x=1", "--time-limit", "0.5"), "time limit")
+    refused(cli("grad", text, "--at", "x=1", "--time-limit", "0.1"), "time limit")
 
 
 def test_the_budget_from_python():
