@@ -239,10 +239,10 @@ def test_the_loop_budget_is_per_call_and_can_be_raised():
 
 
 def test_every_run_ends_within_its_time_limit():
-    # each step is under every cap; together they would run for minutes (on real tensors: `run`; the build's
-    # shape check on meta tensors does the same 10,000 steps in well under a second)
-    body = "a = rand(300, 300)\nfor i in range(10000):\n    a = softmax(mm(a, a), dim=1)\nreturn x"
+    # each step is under every cap; together they would run for minutes
+    body = "a = rand(500, 500)\nfor i in range(10000):\n    a = softmax(mm(a, a), dim=1)\nreturn x"
     start = time.monotonic()
+    # (`run`: build alone checks shapes on meta tensors, where this is quick)
     refused(cli("run", "-", "--time-limit", "1", input=module_spec(body)), "time limit of 1 s", "--time-limit")
     assert time.monotonic() - start < 15
 
@@ -256,7 +256,7 @@ def test_the_time_limit_is_checked(monkeypatch):
 
 def test_an_expression_ends_within_its_time_limit():
     text = "a = x\nfor i in range(10000):\n    a = a * 1.0001 + sin(a)"
-    refused(cli("grad", text, "--at", "x=1", "--time-limit", "0.5"), "time limit")
+    refused(cli("grad", text, "--at", "x=1", "--time-limit", "0.1"), "time limit")
 
 
 def test_the_budget_from_python():
@@ -532,11 +532,13 @@ def test_a_save_killed_mid_write_leaves_the_old_file(tmp_path):
     p = subprocess.Popen([sys.executable, "-m", "cgtool", "build", str(spec), "--save", str(target)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not any(n.endswith(".tmp") for n in os.listdir(tmp_path)):
-        time.sleep(0.005)
+    while time.monotonic() < deadline and p.poll() is None \
+            and not any(n.endswith(".tmp") for n in os.listdir(tmp_path)):
+        time.sleep(0.002)
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
-    assert target.read_bytes() == old  # the old file, whole
+    if target.read_bytes() != old:  # the writer finished before the kill: then the new file, whole
+        assert set(torch.load(target)) == {"0.weight", "0.bias", "1.weight", "1.bias"}
     r = cli("build", "configs/mlp.yaml", "--save", target)  # the next save sweeps the dead writer's leftover
     assert r.exit_code == 0 and sorted(os.listdir(tmp_path)) == ["big.yaml", "w.pt"]
 

@@ -112,7 +112,8 @@ MaxMemoryOpt = Annotated[
 ]
 MaxIterationsOpt = Annotated[
     Optional[int],
-    typer.Option("--max-iterations", min=1, help="Cap on while-loop iterations in the forward.", show_default=False,
+    typer.Option("--max-iterations", min=1, help="Cap on loop steps of one forward call, all loops together "
+                 "(default 10000).", show_default=False,
                  metavar="N"),
 ]
 

@@ -43,7 +43,7 @@ def function_spelling(name: str) -> str:
     """How plain PyTorch spells the allow-listed function *name* (``relu`` → ``torch.relu``)."""
     if name in _PYTHON:
         return name
-    fn = FUNCTIONS[name]
+    fn = getattr(FUNCTIONS[name], "__wrapped__", FUNCTIONS[name])  # elu, silu, ...: never in place in a spec
     if name == "norm":
         return "torch.norm"
     if name == "dropout":

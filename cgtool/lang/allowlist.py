@@ -51,6 +51,7 @@ def _not_in_place(fn, *positional):
         return fn(*args[:n], **kw)
 
     call.__name__ = fn.__name__
+    call.__wrapped__ = fn  # what plain PyTorch calls it (export --to python)
     return call
 
 
@@ -64,6 +65,9 @@ def _embedding(input, weight, padding_idx=None, *rest, **kw):
                       hint="give embedding(ids, weight) or embedding(ids, weight, padding_idx) only; declare an "
                       "Embedding(..., max_norm=...) layer in the spec for max_norm")
     return F.embedding(input, weight, padding_idx, **kw)
+
+
+_embedding.__wrapped__ = F.embedding
 
 
 def _norm(x, *args, **kw):

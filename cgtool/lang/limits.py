@@ -146,7 +146,11 @@ class Guards:
     # One budget of loop steps per forward call, shared by all its loops (nested loops do not multiply
     # the cap): _cg_enter() starts a call, _cg_step() counts a `while` turn, _cg_each() a `for` or
     # comprehension item. Each also checks the run's time limit (cgtool.budget).
+    # Under torch.compile / torch.export (dynamo traces the forward) the guards step aside: the trace is of the
+    # model, not of cgtool's bookkeeping, which dynamo cannot trace without breaking the graph.
     def enter(self):
+        if torch.compiler.is_compiling():
+            return
         self.steps = 0
         budget.tick()
         # A forward that runs again inside itself calls its own module: a container's forward calling the
@@ -162,6 +166,8 @@ class Guards:
             frame = frame.f_back
 
     def step(self):
+        if torch.compiler.is_compiling():
+            return
         self.steps += 1
         if self.steps > self.limits.max_loop_iterations:
             self.loop_limit()
@@ -169,6 +175,8 @@ class Guards:
 
     def each(self, iterable):
         """The items of a `for` loop or comprehension, each counted as a loop step."""
+        if torch.compiler.is_compiling():
+            return iterable
         if isinstance(iterable, torch.Tensor):
             # iterating a tensor makes every row at once (about 650 bytes each): refuse before, not after
             rows = iterable.shape[0] if iterable.dim() else 0
@@ -181,6 +189,9 @@ class Guards:
             if n > self.limits.max_loop_iterations:
                 raise CgError(f"a loop over {n:,} items is over the loop cap of {self.limits.max_loop_iterations:,}",
                               hint="loop over fewer items, or raise the cap with --max-iterations")
+        return self._counted(iterable)
+
+    def _counted(self, iterable):
         for item in iterable:
             self.step()
             yield item

@@ -51,6 +51,8 @@ def is_model_tensor(t: torch.Tensor, module: nn.Module | None) -> bool:
 
 def writable(obj, module: nn.Module | None = None):
     """*obj* unchanged when a forward may write into it (``obj[i] = v``); else a CgError."""
+    if torch.compiler.is_compiling():  # dynamo traces the model (compare, bench --compile): the eager runs check
+        return obj
     if isinstance(obj, nn.Module):
         raise CgError(f"a forward cannot change the model: assigning into the {type(obj).__name__} container "
                       "replaces one of its modules",
@@ -64,6 +66,8 @@ def writable(obj, module: nn.Module | None = None):
 
 def not_module(obj, method: str):
     """*obj* unchanged unless it is a module, whose .half()/.float()/.double() would convert the model."""
+    if torch.compiler.is_compiling():
+        return obj
     if isinstance(obj, nn.Module):
         raise CgError(f".{method}() on a module converts the model's parameters in place; a forward reads its "
                       "modules and calls them", hint=f"convert tensors instead (x.{method}()), or choose the "
