@@ -243,19 +243,26 @@ def _generate(program: Program, params, prelude, namespace, with_self, capture, 
         if with_self:  # model(x) without nn.Module.__call__'s frames when nothing watches
             call_prelude = [_fast.call_guard(list(params))] + prelude + [_fast.WATCHED_CHECKED] + flags[1:]
         prelude = prelude + flags
-    fn_def = _function(lowered, (["self"] if with_self else []) + list(params), prelude)
+    # _cg_enter() starts the call's loop budget and refuses a container calling itself: a module's forward
+    # without loops needs neither (torch operations check the time limit when cgtool runs it), and skips the cost
+    enter = not with_self or _has_loops(lowered) or any(line in ("layers = self", "modules = self") for line in prelude)
+    fn_def = _function(lowered, (["self"] if with_self else []) + list(params), prelude, enter=enter)
     defs = [fn_def]
     if call_prelude is not None:
-        defs.append(_function(copy.deepcopy(lowered), ["self"] + list(params), call_prelude, "__call__"))
+        defs.append(_function(copy.deepcopy(lowered), ["self"] + list(params), call_prelude, "__call__", enter=enter))
     module = ast.Module(body=defs, type_ignores=[])
     ast.fix_missing_locations(module)
     ast.increment_lineno(module, src.line - 1)  # to the user's file lines
-    readable = ast.unparse(_function(readable_tree, (["self"] if with_self else []) + list(params), prelude_plain))
+    readable = ast.unparse(_function(readable_tree, (["self"] if with_self else []) + list(params), prelude_plain,
+                                     enter=enter))
     return compile(module, src.file, "exec"), readable, sites, extra
 
 
-def _function(lowered: ast.Module, args: list[str], prelude: list[str], name: str = "forward") -> ast.FunctionDef:
-    """``def forward(*args)``: the prelude lines (placed at the body's first line), then the body."""
+def _function(lowered: ast.Module, args: list[str], prelude: list[str], name: str = "forward",
+              enter: bool = True) -> ast.FunctionDef:
+    """``def forward(*args)``: the prelude lines (placed at the body's first line), then the body.
+
+    *enter*: start with ``_cg_enter()`` (the call's loop budget, the time limit, a container calling itself)."""
     fn_def = ast.parse(f"def {name}({', '.join(args)}):\n    pass").body[0]
     pre = [ast.parse(line).body[0] for line in prelude]
     first_line = lowered.body[0].lineno if lowered.body else 1
@@ -264,14 +271,18 @@ def _function(lowered: ast.Module, args: list[str], prelude: list[str], name: st
             if hasattr(n, "lineno"):
                 n.lineno = n.end_lineno = first_line
                 n.col_offset = n.end_col_offset = 0
-    enter = ast.Expr(ast.Call(ast.Name("_cg_enter", ast.Load()), [], []))  # the call's loop budget, the time limit
-    enter.lineno = enter.end_lineno = first_line
-    enter.col_offset = enter.end_col_offset = 0
-    fn_def.body = [enter] + pre + lowered.body
+    start = ast.Expr(ast.Call(ast.Name("_cg_enter", ast.Load()), [], []))  # the call's loop budget, the time limit
+    start.lineno = start.end_lineno = first_line
+    start.col_offset = start.end_col_offset = 0
+    fn_def.body = ([start] if enter else []) + pre + lowered.body
     fn_def.lineno = first_line
     # the def spans its body: a forward that starts with comment lines starts its body below line 2
     fn_def.end_lineno = max([first_line] + [getattr(s, "end_lineno", None) or first_line for s in lowered.body])
     return fn_def
+
+
+def _has_loops(tree: ast.AST) -> bool:
+    return any(isinstance(n, (ast.For, ast.While, ast.comprehension)) for n in ast.walk(tree))
 
 
 _serial = itertools.count(1)

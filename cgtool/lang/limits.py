@@ -156,9 +156,14 @@ class Guards:
         # A forward that runs again inside itself calls its own module: a container's forward calling the
         # container (modules(x), layers[0:1](x), a slice is a copy of the container). Specs cannot include
         # themselves, so this is never a model's structure: refuse it before it recurses (2^depth calls).
+        # Between a forward and a forward it calls lie nn.Module.__call__'s frames (at most six, with hooks and
+        # cgtool's __call__): looking ten frames up finds any self-call, at a cost that does not grow with the
+        # caller's stack.
         code = sys._getframe(1).f_code
         frame = sys._getframe(2)
-        while frame is not None:
+        for _ in range(10):
+            if frame is None:
+                break
             if frame.f_code is code:
                 raise CgError("the forward calls its own module (the container itself, or a slice of it such as "
                               "layers[0:1]): it would call itself without end",
