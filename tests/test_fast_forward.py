@@ -73,6 +73,15 @@ def _run(built, inputs, *, train: bool, seed: int):
     return [t.detach().clone() for t in flat], grads
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One thread for these tests, and the caller's count back after (other tests compare across processes)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _same(a, b):
     return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
 
@@ -80,7 +89,6 @@ def _same(a, b):
 @pytest.mark.parametrize("config", CONFIGS)
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 def test_fast_path_is_bitwise_the_module_path(config, train):
-    torch.set_num_threads(1)
     built = _build(config, args=SMALLER.get(config))
     inputs = example_inputs(built, device="cpu")
     fast_out, fast_grads = _run(built, inputs, train=train, seed=1)
