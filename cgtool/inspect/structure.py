@@ -182,23 +182,19 @@ def _inputs(built: Built) -> dict:
 def _declared_constants(built: Built) -> set[str]:
     """The names under a spec's ``constants:`` (any spec level): what the tree calls constants, unlike the
     buffers torch layers keep for themselves (BatchNorm's running mean)."""
-    names: set[str] = set()
-
-    def walk(spec):
-        names.update(spec.constants)
-        for _, layer in spec.layers:
-            if layer.spec is not None:
-                walk(layer.spec)
-
-    walk(built.spec)
-    return names
+    return _names_in_specs(built, "constants")
 
 
 def _free_parameter_names(built: Built) -> set[str]:
+    return _names_in_specs(built, "parameters")
+
+
+def _names_in_specs(built: Built, section: str) -> set[str]:
+    """The names under *section* (``constants`` or ``parameters``) of the spec and every nested spec."""
     names: set[str] = set()
 
     def walk(spec):
-        names.update(spec.parameters)
+        names.update(getattr(spec, section))
         for _, layer in spec.layers:
             if layer.spec is not None:
                 walk(layer.spec)
