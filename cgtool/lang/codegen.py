@@ -22,7 +22,6 @@ class _Lower(ast.NodeTransformer):
     """Rewrites a checked program into the code that runs: guards, caps, dropout's flag."""
 
     def __init__(self, training_expr: ast.expr | None, shadowed: set[str]):
-        self.counter = 0
         self.training_expr = training_expr
         self.shadowed = shadowed  # spec names and variables that hide a function of the same name
 

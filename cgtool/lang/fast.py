@@ -121,15 +121,9 @@ def _leaf_or_opaque(layer) -> Leaf | Opaque:
 # --------------------------------------------------------------------------- run-time names
 
 
-def _nothing_watches() -> bool:
-    """No global module hooks and no tracer (the expression compiled code inlines: :data:`SOMETHING_WATCHES`)."""
-    return not (_module._global_forward_hooks or _module._global_forward_pre_hooks
-                or _module._global_backward_hooks or _module._global_backward_pre_hooks
-                or _fx._is_fx_tracing_flag or torch.compiler.is_compiling()) and _jit_state() is None
-
-
-#: the same test, inline in compiled code (no call of its own): torch's global hook dicts are changed in
-#: place, FX's flag is read from its module, and torch.compile answers is_compiling() with True while tracing
+#: no global module hooks and no tracer, inline in compiled code (no call of its own): torch's global hook dicts
+#: are changed in place, FX's flag is read from its module, and torch.compile answers is_compiling() with True
+#: while tracing
 SOMETHING_WATCHES = ("(_cg_global_fh or _cg_global_fph or _cg_global_bh or _cg_global_bph or "
                      "_cg_fx._is_fx_tracing_flag or _cg_is_compiling() or _cg_jit_state() is not None)")
 
@@ -139,7 +133,6 @@ import torch.fx._symbolic_trace as _fx  # noqa: E402 - torch.fx is imported by t
 _jit_state = torch._C._get_tracing_state
 
 GLOBALS: dict = {
-    "_cg_nothing_watches": _nothing_watches,
     "_cg_global_fh": _module._global_forward_hooks, "_cg_global_fph": _module._global_forward_pre_hooks,
     "_cg_global_bh": _module._global_backward_hooks, "_cg_global_bph": _module._global_backward_pre_hooks,
     "_cg_fx": _fx, "_cg_is_compiling": torch.compiler.is_compiling, "_cg_jit_state": _jit_state,
