@@ -186,6 +186,70 @@ def test_math_on_python_numbers_and_addmm():
     assert torch.equal(net(x), torch.addmm(net.lin.bias, x, net.lin.weight.T) * c)
 
 
+# --------------------------------------------------------------------------- named containers
+
+
+def test_a_named_sequential_is_a_subclass_of_that_name(tmp_path):
+    """torchvision's MLPBlock and Conv2dNormActivation are nn.Sequential subclasses: `name:` on a sequential spec
+    (inline, in a file, or given where a file is included) builds one, and only a given name does."""
+    (tmp_path / "cna.yaml").write_text("name: ConvNormAct\nkind: sequential\nargs: {c: 4}\n"
+                                       "layers: ['Conv2d(c, c, 3, padding=1)', BatchNorm2d(c), ReLU()]\n")
+    (tmp_path / "plain.yaml").write_text("kind: sequential\nlayers: [ReLU()]\n")
+    (tmp_path / "top.yaml").write_text(
+        "name: Net\nkind: module\ninputs: {x: [2, 4, 6, 6]}\nmodules:\n"
+        "  stem: {spec: cna.yaml}\n"
+        "  head: {spec: cna.yaml, name: Head}\n"
+        "  mlp: {name: MLPBlock, kind: sequential, layers: [Flatten(), 'Linear(144, 8)', GELU()]}\n"
+        "  again: {name: MLPBlock, kind: sequential, layers: ['Linear(8, 8)']}\n"
+        "  tail: {kind: sequential, layers: [Identity()]}\n"
+        "  same: {name: Sequential, kind: sequential, layers: [Identity()]}\n"
+        "  act: {spec: plain.yaml}\n"
+        "forward: |\n  return act(tail(same(again(mlp(head(stem(x)))))))\n")
+    net = cgtool.build(str(tmp_path / "top.yaml"))
+    names = {n: type(m).__name__ for n, m in net.named_children()}
+    assert names == {"stem": "ConvNormAct", "head": "Head", "mlp": "MLPBlock", "again": "MLPBlock",
+                     "tail": "Sequential", "same": "Sequential", "act": "Sequential"}
+    assert all(isinstance(m, torch.nn.Sequential) for m in net.children())
+    assert type(net.mlp) is type(net.again)  # one class per name: they differ in nothing but their layers
+    assert type(net.tail) is torch.nn.Sequential and type(net.act) is torch.nn.Sequential
+    assert str(net.mlp).startswith("MLPBlock(\n  (0): Flatten")  # print(model) shows the name, as torchvision's
+    x = torch.randn(2, 4, 6, 6)
+    net.eval()
+    want = net.act(net.tail(net.same(net.again(net.mlp(net.head(net.stem(x)))))))
+    assert torch.equal(net(x), want)
+    clone = copy.deepcopy(net)
+    assert type(clone.mlp) is type(net.mlp) and torch.equal(clone(x), want)
+    # the classes are importable by name, so a pickled model loads in a fresh process
+    torch.save(net, tmp_path / "model.pt")
+    torch.save((x, want), tmp_path / "io.pt")
+    code = ("import torch\nm = torch.load('model.pt', weights_only=False)\nx, y = torch.load('io.pt')\n"
+            "print(type(m.mlp).__module__, type(m.mlp).__name__, type(m.stem).__name__, torch.allclose(m(x), y))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["cgtool.named", "MLPBlock", "ConvNormAct", "True"], done.stderr
+
+
+def test_a_named_sequential_takes_the_fast_forward_and_its_hooks(monkeypatch):
+    """A named sequential is inlined as nn.Sequential is when nothing watches, and called as a module when a hook
+    is on it (its class overrides nothing)."""
+    spec = module_spec("  mlp: {name: MLPBlock, kind: sequential, layers: ['Linear(4, 8)', ReLU(), 'Linear(8, 2)']}",
+                       "return mlp(x)")
+    net = cgtool.build(spec)
+    calls = []
+    real = torch.nn.Module.__call__
+
+    def counting(self, *a, **k):
+        calls.append(type(self).__name__)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(torch.nn.Module, "__call__", counting)
+    x = torch.randn(2, 4)
+    fast = net(x)
+    assert calls == []  # the model, MLPBlock and its layers: no module call at all
+    seen = []
+    net.mlp.register_forward_hook(lambda m, i, o: seen.append(type(m).__name__))
+    assert torch.equal(net(x), fast) and seen == ["MLPBlock"]
+
+
 # --------------------------------------------------------------------------- args, pickling
 
 

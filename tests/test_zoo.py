@@ -31,11 +31,16 @@ def zoo(name: str) -> str:
 
 
 def same_structure(ours: torch.nn.Module, ref: torch.nn.Module):
-    """The same state_dict (keys in order, shapes) and the same module tree (names; classes may differ)."""
+    """The same state_dict (keys in order, shapes) and the same module tree: names and class names (a named
+    sequential spec is a subclass of that name, as torchvision's MLPBlock and Conv2dNormActivation are)."""
     mine, theirs = ours.state_dict(), ref.state_dict()
     assert list(mine) == list(theirs)
     assert [tuple(v.shape) for v in mine.values()] == [tuple(v.shape) for v in theirs.values()]
-    assert [n for n, _ in ours.named_modules()] == [n for n, _ in ref.named_modules()]
+    assert [(n, type(m).__name__) for n, m in ours.named_modules()] == \
+        [(n, type(m).__name__) for n, m in ref.named_modules()]
+    for (_, mine_m), (_, their_m) in zip(ours.named_modules(), ref.named_modules()):  # containers stay containers
+        for base in (torch.nn.Sequential, torch.nn.ModuleList, torch.nn.ModuleDict):
+            assert isinstance(mine_m, base) == isinstance(their_m, base)
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters())
 
 
@@ -80,7 +85,7 @@ def test_vit_b_16():
     same_outputs(ours, ref, torch.randn(2, 3, 32, 32))
 
 
-def test_gpt2_small():
+def test_gpt2_small_and_its_training_mode():
     hf = transformers()
     with torch.device("meta"):
         ref = hf.GPT2LMHeadModel(hf.GPT2Config())
@@ -93,6 +98,18 @@ def test_gpt2_small():
     ids = torch.randint(0, 100, (2, 9))
     same_outputs(ours, ref, ids)
     assert ours.lm_head.weight is ours.transformer.wte.weight  # tied, as the reference's
+    # training mode: attention, residual and embedding dropout with the same seed drop the same values, and the
+    # attention runs on the same strides (the reference's KV cache stores k and v contiguous): bitwise equal
+    ours.train(), ref.train()
+    for length in (1, 9, 32):
+        ids = torch.randint(0, 100, (2, length))
+        torch.manual_seed(1)
+        want = ref(ids).logits
+        torch.manual_seed(1)
+        got = ours(ids)
+        assert torch.equal(got, want), f"T={length}: max |difference| {(got - want).abs().max().item()}"
+    torch.manual_seed(2)
+    assert not torch.equal(ours(ids), want)  # dropout is on: another seed, other values
 
 
 def test_bert_base_and_its_training_mode():

@@ -13,6 +13,7 @@ from ..errors import CgError, Loc, did_you_mean, first_line
 from ..lang.codegen import forget_module
 from ..spec import Call, Layer, Spec, TensorSpec
 from .catalog import _CLASSES, _signature_params, layer_signature
+from .containers import sequential_class, wants_class
 
 
 
@@ -45,7 +46,8 @@ class Builder:
     def module(self, spec: Spec) -> nn.Module:
         if spec.kind == "sequential":
             mods = self._entries(spec)
-            return nn.Sequential(OrderedDict(mods))
+            cls = sequential_class(spec.name) if spec.named and wants_class(spec.name) else nn.Sequential
+            return cls(OrderedDict(mods))
         if spec.kind == "modulelist":
             cls = self._class(spec, nn.ModuleList)
             return cls([m for _, m in self._entries(spec)])

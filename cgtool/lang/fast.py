@@ -130,13 +130,16 @@ SOMETHING_WATCHES = ("(_cg_global_fh or _cg_global_fph or _cg_global_bh or _cg_g
 
 import torch.fx._symbolic_trace as _fx  # noqa: E402 - torch.fx is imported by torch itself
 
+#: nn.Sequential and the subclasses named by specs (cgtool.named: they override nothing), inlined alike
+SEQUENTIAL_TYPES: set[type] = {nn.Sequential}
+
 _jit_state = torch._C._get_tracing_state
 
 GLOBALS: dict = {
     "_cg_global_fh": _module._global_forward_hooks, "_cg_global_fph": _module._global_forward_pre_hooks,
     "_cg_global_bh": _module._global_backward_hooks, "_cg_global_bph": _module._global_backward_pre_hooks,
     "_cg_fx": _fx, "_cg_is_compiling": torch.compiler.is_compiling, "_cg_jit_state": _jit_state,
-    "_cg_T_Sequential": nn.Sequential,
+    "_cg_T_sequentials": SEQUENTIAL_TYPES,
     **{f"_cg_T_{name}": getattr(nn, name) for name in _LEAVES if hasattr(nn, name)},
     "_cg_F_linear": F.linear,
     "_cg_F_conv1d": F.conv1d, "_cg_F_conv2d": F.conv2d, "_cg_F_conv3d": F.conv3d,
@@ -328,7 +331,7 @@ class FastCalls(ast.NodeTransformer):
                     c = _child(name, i)
                     lines.append(f"{c} = {name}._modules.get({key!r})")
                     children.append(_condition(c, child))
-                parts = [f"type({name}) is _cg_T_Sequential", _UNWATCHED.format(m=name),
+                parts = [f"type({name}) in _cg_T_sequentials", _UNWATCHED.format(m=name),
                          f"tuple({name}._modules) == {keys!r}", *children]
                 lines.append(f"{flag} = _cg_ok and {' and '.join(parts)}")
             else:

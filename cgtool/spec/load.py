@@ -92,6 +92,7 @@ def _spec_from_data(data, file, loc, *, overrides, ctx: _Ctx, default_name) -> S
     env = dict(spec.args)
     spec.inputs = _inputs(data, env, loc, ctx)
     spec.declared_inputs = "inputs" in data
+    spec.named = "name" in data
     inner = _Ctx(ctx.root_dir, ctx.stack, ctx.depth + 1, ctx.layer_count, ctx.limits, ctx.parsed)
     spec.layers = _LAYERS_OF_KIND[kind](data, loc, env, inner)
     if kind != "sequential":
@@ -604,7 +605,7 @@ def _file_layer(body: dict, repeat, where, loc, env, ctx: _Ctx) -> Layer:
         if not isinstance(name, str) or not name.isidentifier():
             raise CgError(f"{where}.name must be an identifier (the class name of the nested spec), found {name!r}",
                           _loc_of(body, "name", loc))
-        spec.name = name
+        spec.name, spec.named = name, True
     return Layer(where, loc, spec=spec, repeat=repeat)
 
 

@@ -111,6 +111,7 @@ class Spec:
     ties: list[tuple[str, str, Loc]] = field(default_factory=list)
     description: str | None = None
     declared_inputs: bool = False  # False: a block that takes `x`
+    named: bool = False  # `name:` given: a container spec builds a subclass of that name (`MLPBlock(nn.Sequential)`)
 
     @property
     def input_names(self) -> list[str]:

@@ -121,7 +121,7 @@ def _spec_properties() -> dict:
     named_layers = {"type": "object", "propertyNames": {"pattern": r"^[A-Za-z0-9_]+$"},
                     "additionalProperties": {"$ref": "#/$defs/layer"}}
     props = {
-        "name": {"type": "string", "pattern": IDENTIFIER, "description": "The class name of the built module."},
+        "name": {"type": "string", "pattern": IDENTIFIER, "description": "The class name of the built module (a sequential spec given a name builds an nn.Sequential subclass of that name)."},
         "kind": {"enum": list(KINDS), "description": "sequential (a chain of layers), modulelist, moduledict, or "
                  "module (its own forward)."},
         "description": {"type": "string"},
