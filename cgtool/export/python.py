@@ -26,7 +26,7 @@ from ..errors import CgError
 from ..lang.allowlist import CONSTANT_NAMES, FUNCTIONS
 from ..lang.check import SELF_MODULE
 from ..spec import Layer, Spec, TensorSpec, yamlpos
-from ..spec.values import HELPERS
+from ..spec.values import HELPERS, is_layer_class
 
 # Names the generated file uses itself: a spec arg or variable of the same name gets a trailing _.
 _RESERVED = frozenset({"self", "super", "torch", "nn", "F", "math", "OrderedDict", "range", "len", "int", "float",
@@ -94,29 +94,58 @@ def _class_name(name: str) -> str:
 
 
 class _ValueNames(ast.NodeTransformer):
-    """A spec value's expression over args: args renamed where they clash; constructors as ``nn.NAME``."""
+    """A spec value's expression over args: args renamed where they clash; constructors as ``nn.NAME``, a class
+    named as a value (``activation_layer=ReLU6``) as ``nn.ReLU6``, an arg holding a class called as it is
+    (``activation_layer(inplace=True)``), and ``spec('block.yaml', d=64)`` as the block's class (*spec_class*
+    gives its name)."""
 
-    def __init__(self, constructors: bool):
-        self.constructors = constructors
+    def __init__(self, constructors: bool, env=frozenset(), spec_class=None):
+        self.constructors, self.env, self.spec_class = constructors, env, spec_class
 
     def visit_Name(self, node):
+        if isinstance(node.ctx, ast.Load) and node.id not in self.env and is_layer_class(node.id):
+            return ast.copy_location(_code(f"nn.{node.id}"), node)
         return ast.copy_location(ast.Name(_safe(node.id), node.ctx), node)
 
     def visit_Call(self, node):
         node.args = [self.visit(a) for a in node.args]
         node.keywords = [self.visit(k) for k in node.keywords]
-        if isinstance(node.func, ast.Name) and node.func.id not in HELPERS and self.constructors:
-            node.func = ast.copy_location(ast.Attribute(ast.Name("nn", ast.Load()), node.func.id, ast.Load()),
-                                          node.func)
+        if not isinstance(node.func, ast.Name):
+            node.func = self.visit(node.func)
+            return node
+        name = node.func.id
+        if name == "spec" and name not in self.env and self.spec_class is not None and node.args \
+                and isinstance(node.args[0], (ast.Constant, ast.Name)):
+            first = node.args[0]
+            # spec('block.yaml', ...) is the block's class; spec(block, ...) with an arg holding the file: the arg
+            # holds the class (its default is the class, as torchvision's ResNet(block=BasicBlock))
+            cls = self.spec_class(first.value) if isinstance(first, ast.Constant) else first.id
+            node.func = ast.copy_location(ast.Name(cls, ast.Load()), node.func)
+            node.args = node.args[1:]
+            for k in node.keywords:
+                k.arg = _safe(k.arg) if k.arg else k.arg
+        elif name in self.env:  # an arg holding a class, or a local
+            node.func = ast.copy_location(ast.Name(_safe(name), ast.Load()), node.func)
+        elif name in HELPERS or name in _PYTHON:
+            pass
+        elif self.constructors:
+            node.func = ast.copy_location(ast.Attribute(ast.Name("nn", ast.Load()), name, ast.Load()), node.func)
         return node
 
 
-def _expr_code(text: str, *, constructors: bool = False) -> str:
+def _expr_code(text: str, *, constructors: bool = False, env=frozenset(), spec_class=None) -> str:
     stripped = text.strip()
-    if constructors and stripped.isidentifier():
+    if constructors and stripped.isidentifier() and stripped not in env:
         stripped += "()"  # `ReLU` means ReLU()
     tree = ast.parse(stripped, mode="eval")
-    return ast.unparse(_ValueNames(constructors).visit(tree).body)
+    return ast.unparse(_ValueNames(constructors, env, spec_class).visit(tree).body)
+
+
+def _literal_code(value) -> str:
+    """A value as code: a torch.nn class name given as an arg's value (`act: ReLU6`) is the class."""
+    if isinstance(value, str) and is_layer_class(value):
+        return f"nn.{value}"
+    return repr(value)
 
 
 def _value_code(raw, value, env=frozenset()) -> str:
@@ -126,8 +155,8 @@ def _value_code(raw, value, env=frozenset()) -> str:
         return repr(raw)
     if isinstance(raw, str):
         if isinstance(value, str) and not (raw.strip().isidentifier() and raw.strip() in env):
-            return repr(value)
-        return _expr_code(raw)
+            return _literal_code(value)
+        return _expr_code(raw, env=env)
     if isinstance(raw, dict) and len(raw) == 1:  # a named dim in a shape: `B: 2`
         return _value_code(next(iter(raw.values())), value, env)
     if isinstance(raw, list):
@@ -164,7 +193,7 @@ class _Eject:
 
     def class_for(self, spec: Spec, raw, *, top: bool = False, inherited: bool = False) -> str:
         """The class of *spec* (defined once per spec file or inline spec), its definition emitted first."""
-        key = (spec.file, str(spec.loc), spec.name)
+        key = (_real(spec.file), spec.loc.line, spec.loc.col, spec.name)  # a file reached by two paths: one class
         if key in self.keys:
             return self.keys[key]
         taken = {name for name, _ in self.classes}
@@ -190,12 +219,13 @@ class _Eject:
                 r = raw_args.get(k)
                 before = set(list(spec.args)[:list(spec.args).index(k)])
                 derived = isinstance(r, str) and before & _words(r) and _default(r, env, spec) == v
-                out.append(_Arg(_safe(k), "None", _value_code(r, v, before)) if derived else _Arg(_safe(k), repr(v)))
+                out.append(_Arg(_safe(k), "None", _value_code(r, v, before)) if derived
+                           else _Arg(_safe(k), self._default_code(spec, v)))
                 env[k] = v
             return out
         if inherited:  # the parent's args that this inline spec (or any spec inside it) reads
             read = _words(raw)
-            return [_Arg(_safe(k), repr(v)) for k, v in spec.args.items() if k in read]
+            return [_Arg(_safe(k), self._default_code(spec, v)) for k, v in spec.args.items() if k in read]
         raw_args = (raw.get("args") or {}) if isinstance(raw, dict) else {}
         env: dict = {}
         out = []
@@ -205,8 +235,32 @@ class _Eject:
             if isinstance(r, str) and before & _words(r):  # `ff: 4 * d`: computed from the d given
                 out.append(_Arg(_safe(k), "None", _value_code(r, env[k], before)))
             else:
-                out.append(_Arg(_safe(k), repr(env[k])))
+                out.append(_Arg(_safe(k), self._default_code(spec, env[k])))
         return out
+
+    def _default_code(self, spec: Spec, value) -> str:
+        """An arg's default: a spec file's path (`block: resnet_basic_block.yaml`, read by `spec(block, ...)`) is
+        that file's class; a torch.nn class name is the class; anything else its literal."""
+        if isinstance(value, str) and value.endswith((".yaml", ".yml")) and not spec.file.startswith("<"):
+            full = _include_path(spec.file, value)
+            if os.path.isfile(full):
+                return self.file_class(spec, full)
+        return _literal_code(value)
+
+    def file_class(self, spec: Spec, full: str) -> str:
+        """The class of the spec file *full*, included somewhere under *spec* (or loaded with its own defaults
+        where these args include it nowhere)."""
+        stack = [spec]
+        while stack:
+            for _, layer in stack.pop().layers:
+                if layer.spec is not None:
+                    if _real(layer.spec.file) == full:
+                        return self.class_for(layer.spec, _load_include(spec.file, full, layer.spec.file))
+                    stack.append(layer.spec)
+        from ..spec.load import load_spec
+
+        sub = load_spec(full)
+        return self.class_for(sub, _load_include(spec.file, full, sub.file))
 
     def module_source(self, spec: Spec, top: str, file: str, inputs: dict) -> str:
         body = "\n\n\n".join(source for _, source in self.classes)
@@ -283,8 +337,12 @@ class _ClassWriter:
         spec = self.spec
         section = {"sequential": "layers", "modulelist": "layers"}.get(spec.kind, "modules")
         raw_section = self.raw.get(section) if isinstance(self.raw, dict) else None
-        entries = self._entries(raw_section, section)
         body: list[str] = []
+        if isinstance(raw_section, str) and spec.kind in ("sequential", "modulelist"):
+            body += self._generated(raw_section)
+            entries = []
+        else:
+            entries = self._entries(raw_section, section)
         if spec.kind == "module":
             body.append("super().__init__()")
             for key, layer, raw_entry, count in entries:
@@ -292,7 +350,7 @@ class _ClassWriter:
                     body.append(f"self.{key} = {_path_code('self', layer.ref)}")
                 else:
                     body.append(f"self.{key} = {self._layer_code(layer, raw_entry, count, spread=False)}")
-        else:
+        elif entries:
             body += self._container(entries)
         for t in spec.constants.values():
             raw_t = _get(_get(self.raw, "constants"), t.name)
@@ -313,25 +371,24 @@ class _ClassWriter:
 
     def _entries(self, raw_section, section) -> list[tuple]:
         """(name, layer, raw entry, repeat code or None) per entry as written: a list entry with `repeat: N`
-        is one entry here (the Spec holds its N copies)."""
-        out, seen = [], {}
+        is one entry here (the Spec holds its N copies); an entry `X if cond else None` that these args left out
+        has layer None (it is written all the same: other args keep it)."""
         if isinstance(raw_section, str):
             raise CgError(f"export --to python: {self.spec.name}'s {section} are generated by a program, which the "
-                          "eject does not write yet", self.spec.loc,
-                          hint="list the layers in the spec, or save the weights (cgtool build --save) and keep the spec")
+                          "eject writes for sequential and modulelist specs only", self.spec.loc,
+                          hint="name the modules one by one, or save the weights (cgtool build --save) and keep the spec")
+        built: dict[str, tuple] = {}
         for name, layer in self.spec.layers:
-            if layer.where in seen:
-                continue
-            seen[layer.where] = True
-            raw_entry = _raw_entry(raw_section, layer.where, section)
-            unsupported = ("a nested spec called as spec(...)" if layer.spec is not None and isinstance(raw_entry, str)
-                           else None)
-            if unsupported:
-                raise CgError(f"export --to python: {layer.where} uses {unsupported}, which the eject does not write "
-                              "yet", layer.loc, hint="use {spec: file.yaml, args: {...}} and repeat: N, or save the "
-                              "weights (cgtool build --save) and keep the spec")
+            built.setdefault(layer.where, (name, layer))
+        if isinstance(raw_section, dict):
+            written = [(f"{section}.{k}", k, r) for k, r in raw_section.items()]
+        else:
+            written = [(f"{section}[{i}]", None, r) for i, r in enumerate(raw_section or [])]
+        out = []
+        for where, key, raw_entry in written:
+            name, layer = built.get(where, (key, None))
             count = None
-            if isinstance(raw_entry, dict) and "repeat" in raw_entry:
+            if layer is not None and isinstance(raw_entry, dict) and "repeat" in raw_entry:
                 n = layer.repeat if layer.repeat is not None else \
                     sum(1 for _, lay in self.spec.layers if lay.where == layer.where)
                 raw_count = raw_entry["repeat"]
@@ -363,13 +420,21 @@ class _ClassWriter:
                     return i, (int(head) - first) if spread else None
             raise CgError(f"export --to python: ref {ref!r} names no layer", spec.loc)
 
-        targets = {target(lay.ref)[0] for _, lay, _, _ in entries if lay.ref is not None}
+        optional = [i for i, (_, lay, raw_entry, _) in enumerate(entries) if lay is None or _may_be_none(raw_entry)]
+        refs = [lay.ref for _, lay, _, _ in entries if lay is not None and lay.ref is not None]
+        if optional and refs:
+            raise CgError(f"export --to python: {spec.name} has a ref ({refs[0]}) beside an entry that may be None, "
+                          "which the eject does not write", spec.loc,
+                          hint="name the layers (a mapping), or save the weights (cgtool build --save) and keep the spec")
+        targets = {target(lay.ref)[0] for _, lay, _, _ in entries if lay is not None and lay.ref is not None}
         local: dict[int, str] = {}  # entry index -> its local
         items = []  # (key or None, code, spread)
         args = {a.name for a in self.args}
         for i, (name, layer, raw_entry, count) in enumerate(entries):
             spread = spans[i][2]
-            if layer.ref is not None:
+            if layer is None:  # `X if cond else None` that these args left out
+                code = self._expr(raw_entry)
+            elif layer.ref is not None:
                 at, copy = target(layer.ref)
                 rest = layer.ref.partition(".")[2]
                 code = local[at] + (f"[{copy}]" if copy is not None else "") + (_path_code("", rest) if rest else "")
@@ -383,6 +448,8 @@ class _ClassWriter:
                 local[i] = code = var
             items.append((name, code, spread))
         named = any(n is not None for n, _, _ in items)
+        if optional:  # None entries are left out, and the next takes the index, as `append` under an `if`
+            return body + self._without_none(items, named)
         if spec.kind == "moduledict":
             inner = "".join(f"    {n!r}: {c},\n" for n, c, _ in items)
             body.append("super().__init__({\n" + inner + "})")
@@ -397,6 +464,51 @@ class _ClassWriter:
             else:
                 body.append("super().__init__(\n" + inner + ")")
         return body
+
+    def _without_none(self, items, named: bool) -> list[str]:
+        if self.spec.kind == "moduledict" or named:
+            pairs = "".join(f"    ({n!r}, {c}),\n" for n, c, _ in items)
+            listing = "[\n" + pairs + "]"
+            keep = "(name, layer) for name, layer in modules if layer is not None"
+            done = "{name: layer for name, layer in modules if layer is not None}" \
+                if self.spec.kind == "moduledict" else f"OrderedDict({keep})"
+            if self.spec.kind != "moduledict":
+                self.ej.uses_ordered_dict = True
+            return [f"modules = {listing}", f"super().__init__({done})"]
+        inner = "".join(f"    {'*' if spread else ''}{c},\n" for _, c, spread in items)
+        kept = "[layer for layer in layers if layer is not None]"
+        return ["layers = [\n" + inner + "]",
+                f"super().__init__({kept})" if self.spec.kind == "modulelist" else f"super().__init__(*{kept})"]
+
+    def _expr(self, text: str) -> str:
+        """A layer written as a call (`Conv2d(c, c, 3) if stride != 1 else None`, `spec('block.yaml', d=d)`)."""
+        return _expr_code(" ".join(str(text).split()), constructors=True, env=set(self.spec.args),
+                          spec_class=self._spec_class)
+
+    def _spec_class(self, path: str) -> str:
+        """The class of the spec file that `spec('block.yaml', ...)` names (relative to this spec's file)."""
+        return self.ej.file_class(self.spec, _include_path(self.spec.file, path))
+
+    def _generated(self, text: str) -> list[str]:
+        """A layer list written as a program over the args, as the reference code builds it: the same program,
+        with constructors as ``nn.NAME`` and ``spec('block.yaml', ...)`` as the block's class."""
+        try:
+            tree = ast.parse(text.strip(), mode="eval")
+            statements = False
+        except SyntaxError:
+            tree = ast.parse(text)
+            statements = True
+        assigned = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        env = set(self.spec.args) | assigned | {"layers"}
+        tree = _ValueNames(True, env, self._spec_class).visit(tree)
+        code = ast.unparse(tree).splitlines()
+        starts = statements and isinstance(tree.body[0], ast.Assign) and \
+            [ast.unparse(t) for t in tree.body[0].targets] == ["layers"]  # `layers = [...]` first: no empty list
+        lines = (code if starts else ["layers = []", *code]) if statements else [f"layers = {code[0]}"] + code[1:]
+        kept = "[layer for layer in layers if layer is not None]" if _may_be_none(text) else "layers"
+        if self.spec.kind == "modulelist":
+            return lines + [f"super().__init__({kept})"]
+        return lines + [f"super().__init__(*{kept})"]
 
     def _layer_code(self, layer: Layer, raw_entry, count: str | None, *, spread: bool) -> str:
         one = self._one_layer(layer, raw_entry)
@@ -413,12 +525,14 @@ class _ClassWriter:
     def _one_layer(self, layer: Layer, raw_entry) -> str:
         if layer.call is not None or layer.absent:
             if isinstance(raw_entry, str):  # `Conv2d(...) if cond else None` as written
-                return _expr_code(" ".join(raw_entry.split()), constructors=True)
+                return self._expr(raw_entry)
             body = {k: v for k, v in raw_entry.items() if k not in ("type", "repeat")}
             kwargs = ", ".join(f"{k}={_value_code(v, layer.call.kwargs.get(k), self.spec.args)}"
                                for k, v in body.items())
             return f"nn.{layer.call.type}({kwargs})"
         sub = layer.spec
+        if isinstance(raw_entry, str):  # spec('block.yaml', d=64), as written
+            return self._expr(raw_entry)
         body = {k: v for k, v in raw_entry.items() if k != "repeat"}
         if "spec" in body:  # a spec file: its class takes the args given here
             sub_raw = _load_include(self.spec.file, body["spec"], sub.file)
@@ -446,10 +560,30 @@ def _raw_entry(raw_section, where: str, section: str):
     return raw_section[rest[1:]]
 
 
+def _real(file: str) -> str:
+    return file if not file or file.startswith("<") else os.path.realpath(file)
+
+
+def _include_path(parent_file: str, path: str) -> str:
+    """The file an include names, found as the loader finds it (relative to the including file)."""
+    base = os.path.dirname(os.path.realpath(parent_file)) if not parent_file.startswith("<") else os.getcwd()
+    return os.path.realpath(os.path.join(base, path))
+
+
+def _may_be_none(raw) -> bool:
+    """Whether an entry written as text (`X if cond else None`) or a program may give None."""
+    if not isinstance(raw, str):
+        return False
+    try:
+        tree = ast.parse(" ".join(raw.split()) if "\n" not in raw.strip() else raw, mode="exec")
+    except SyntaxError:
+        return False
+    return any(isinstance(n, ast.Constant) and n.value is None for n in ast.walk(tree))
+
+
 def _load_include(parent_file: str, path: str, display: str):
     """The YAML of an included spec file, found as the loader found it (relative to the including file)."""
-    base = os.path.dirname(os.path.realpath(parent_file)) if not parent_file.startswith("<") else os.getcwd()
-    full = os.path.realpath(os.path.join(base, path))
+    full = _include_path(parent_file, path)
     try:
         with open(full, encoding="utf-8") as f:
             return yamlpos.load(f.read(), display)

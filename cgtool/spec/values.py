@@ -153,7 +153,7 @@ def eval_constant(text: str, env: dict, place, *, what: str = "value", call=None
     return value if call is None else _finish(value, call)
 
 
-def _layer_class(name: str) -> bool:
+def is_layer_class(name: str) -> bool:
     """Whether *name* is a torch.nn module class: what a layer constructor may name (the builder checks it)."""
     import torch.nn as nn
 
@@ -167,7 +167,7 @@ def _class_names(reading: _Reading, env: dict) -> dict[str, str]:
     named as a value (`norm_layer=BatchNorm2d`) is its name. Only names: the builder constructs torch.nn classes
     and nothing else."""
     out = {n: env[n] for n in reading.called if n in env and isinstance(env[n], str) and env[n].isidentifier()}
-    out.update({n: n for n in reading.names if n not in env and _layer_class(n)})
+    out.update({n: n for n in reading.names if n not in env and is_layer_class(n)})
     return out
 
 
@@ -304,7 +304,7 @@ def generate(text: str, env: dict, source: "lang.Source", place, *, call, limits
     except (SyntaxError, ValueError, RecursionError):
         called, names = set(), set()  # the checker reports it, at its place
     classes = {n: env[n] for n in called if n in env and isinstance(env[n], str) and env[n].isidentifier()}
-    classes.update({n: n for n in names if n not in env and _layer_class(n)})
+    classes.update({n: n for n in names if n not in env and is_layer_class(n)})
     params = [n for n in env if n not in classes and n in names]
     functions = {n: fn for n, fn in HELPERS.items() if n not in params}
     functions.update({n: lang.FUNCTIONS[n] for n in _PYTHON_HELPERS if n not in params})
