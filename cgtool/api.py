@@ -37,6 +37,7 @@ from .inspect.summary import Summary, summarize
 from .inspect.tensorfiles import save_state_dict
 from .lang import DEFAULT_LIMITS, Limits
 from .spec import Spec
+from .spec.values import ArgText
 
 __all__ = ["describe", "run", "params", "summary", "grad", "capture", "paths", "graph", "export", "bench", "layers", "validate", "BuildReport", "ParamsReport",
            "SummaryReport", "RunResult", "LayerType", "SpecCheck", "Validation", "read_spec", "parse_args"]
@@ -571,8 +572,8 @@ def read_spec(path: str) -> tuple[str, str]:
 
 
 def parse_args(items) -> dict:
-    """Spec args: a mapping as is, or ``NAME=VALUE`` strings (``--arg``); values are read by the spec
-    (numbers, expressions over args, words)."""
+    """Spec args: a mapping as is (a string in it is that string), or ``NAME=VALUE`` strings (``--arg``), whose
+    values are read as the spec reads its own (numbers, expressions over args, words)."""
     if isinstance(items, Mapping):
         return dict(items)
     out = {}
@@ -583,7 +584,7 @@ def parse_args(items) -> dict:
         name = name.strip()
         if not name.isidentifier():
             raise CgError(f"--arg name {name!r} is not a name", "--arg")
-        out[name] = value.strip()
+        out[name] = ArgText(value.strip())
     return out
 
 

@@ -374,3 +374,77 @@ def test_the_eject_refuses_a_ref_beside_an_entry_that_may_be_none(tmp_path):
     r = cli("export", str(tmp_path / "net.yaml"), "--to", "python")
     assert r.exit_code == 1 and "beside an entry that may be None" in r.output and "hint:" in r.output
     assert "Traceback" not in r.output
+
+
+# --------------------------------------------------------------------------- what a port pastes (review findings)
+
+
+@pytest.mark.parametrize("layers,shared,params", [
+    ('"[Linear(4, 4)] * 3"', [(0, 1), (0, 2), (1, 2)], 20),  # one object listed three times, as Python shares it
+    ("|\n  l = Linear(4, 4)\n  layers = [l, ReLU(), l]", [(0, 2)], 20),
+    ('"[Linear(4, 4) if i > 0 else None for i in range(2)] + [ReLU()] * 2"', [(1, 2)], 20),  # after a None
+    ('"[Linear(4, 4) for _ in range(3)]"', [], 60),  # three objects: three layers
+])
+def test_generated_lists_share_what_python_shares(layers, shared, params):
+    net = cgtool.build(f"name: G\nkind: sequential\ninputs: {{x: [2, 4]}}\nlayers: {layers}\n")
+    assert sum(p.numel() for p in net.parameters()) == params
+    assert [(i, j) for i in range(len(net)) for j in range(i + 1, len(net)) if net[i] is net[j]] == shared
+
+
+def test_one_object_inside_another_layers_arguments_is_refused():
+    r = cli("build", "-", spec="name: G\nkind: sequential\ninputs: {x: [2, 4]}\n"
+                               "layers: |\n  l = Linear(4, 4)\n  layers = [Sequential(l, l)]\n")
+    assert r.exit_code == 1 and "used twice, inside another layer's arguments" in r.output and "{ref: N}" in r.output
+
+
+def test_append_and_extend_as_the_reference_writes_them(tmp_path):
+    text = ("name: A\nkind: sequential\nargs: {cfg: [8, M, 16]}\ninputs: {x: [2, 3, 8, 8]}\nlayers: |\n"
+            "  c = 3\n  for v in cfg:\n      if v == 'M':\n          layers.append(nn.MaxPool2d(2))  # pool\n"
+            "      else:\n          layers.extend([nn.Conv2d(c, v, 3, padding=1), nn.ReLU(inplace=True)])\n"
+            "          c = v\n")
+    net = cgtool.build(text)
+    assert [type(m).__name__ for m in net] == ["Conv2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU"]
+    (tmp_path / "a.yaml").write_text(text)
+    plain = _ejected(str(tmp_path / "a.yaml"), tmp_path, "A")  # the eject writes the same program
+    assert [type(m).__name__ for m in plain] == ["Conv2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU"]
+    r = cli("build", "-", spec=text.replace("nn.Conv2d(c, v,", "nn.Conv2d(c, vv,"))
+    assert r.exit_code == 1 and "unknown name 'vv'" in r.output  # errors still found
+
+
+def test_nn_prefixes_and_none_entries_as_reference_code_writes_them():
+    net = cgtool.build("name: N\nkind: module\nargs: {act: nn.ReLU6}\ninputs: {x: [2, 4]}\nmodules:\n"
+                       "  a: torch.nn.Linear(4, 4)\n  b: None\n  c: act(inplace=True)\n"
+                       "forward: |\n  return c(a(x)) if b is None else x\n")
+    assert type(net.a) is torch.nn.Linear and net.b is None and type(net.c) is torch.nn.ReLU6
+    r = cli("build", "-", spec="name: N\nkind: sequential\ninputs: {x: [2, 4]}\nlayers: ['nn.functional.relu(4)']\n")
+    assert r.exit_code == 1 and "is not allowed" in r.output  # only torch.nn classes lose the prefix
+
+
+def test_a_wrong_arg_of_an_included_spec_is_said_at_the_include(tmp_path):
+    (tmp_path / "fire.yaml").write_text("name: Fire\nkind: sequential\nargs: {c: 4}\nlayers: ['Linear(c, c)']\n")
+    for n, entry in enumerate(("\"spec('fire.yaml', bogus=1)\"", "{spec: fire.yaml, args: {cc: 1}}")):
+        (tmp_path / f"top{n}.yaml").write_text(f"name: Top\nkind: sequential\ninputs: {{x: [2, 4]}}\nlayers:\n"
+                                                f"  - {entry}\n")
+        r = cli("build", str(tmp_path / f"top{n}.yaml"))
+        assert r.exit_code == 1, r.output
+        assert f"top{n}.yaml:5:" in r.output and "layers[0]: fire.yaml has no arg" in r.output
+    assert "did you mean 'c'?" in r.output
+    r = cli("build", str(tmp_path / "fire.yaml"), "--arg", "bogus=2")
+    assert r.exit_code == 1 and "--arg: the spec has no arg 'bogus'" in r.output
+
+
+@pytest.mark.parametrize("name,message", [
+    ("class", "'class' is a Python keyword"), ("None", "'None' is a Python keyword"),
+    ("__init__", "'__init__' is a dunder name"),
+])
+def test_a_class_name_that_python_cannot_have_is_refused(name, message):
+    for spec in (f"name: {name}\nkind: sequential\ninputs: {{x: [2, 4]}}\nlayers: [ReLU()]\n",
+                 f"name: N\nkind: module\ninputs: {{x: [2, 4]}}\nmodules:\n"
+                 f"  m: {{name: {name}, kind: sequential, layers: [ReLU()]}}\nforward: |\n  return m(x)\n"):
+        r = cli("build", "-", spec=spec)
+        assert r.exit_code == 1 and message in r.output and "hint:" in r.output, r.output
+
+
+def test_an_arg_named_training_is_refused():
+    r = cli("build", "-", spec="name: T\nkind: sequential\nargs: {training: 5}\ninputs: {x: [2, 4]}\nlayers: [ReLU()]\n")
+    assert r.exit_code == 1 and "would hide the module's training flag" in r.output

@@ -1,4 +1,6 @@
 """Spec values (`4 * d`, `Linear(d, 4 * d)`): the forward language's checker and compiler, a small part of it."""
+import json
+
 import pytest
 
 from cgtool import lang
@@ -64,7 +66,8 @@ def test_an_arg_hides_a_helper_of_the_same_name():
     ("().__class__", "'().__class__' is not allowed in value"),
     ("().__class__.__bases__[0].__subclasses__()", "is not allowed in value"),
     ("d.real", "'d.real' is not allowed in value"),
-    ("t[0]", "'t[0]' is not allowed"),
+    ("t[0].real", "'t[0].real' is not allowed"),
+    ("t[0](1)", "is not allowed"),
     ("[i for i in t]", "is not allowed"),
     ("__import__('os')", "unknown function '__import__'"),
     ("open('x')", "unknown function 'open'"),
@@ -134,7 +137,9 @@ def test_the_same_text_compiles_once_and_reads_each_env():
     ("d", 64),  # an arg
     ("3", 3),
     ("1e-5", 1e-5),
-    ("'quoted'", "'quoted'"),
+    ("'quoted'", "quoted"),  # a string literal: its text ('1_0' is the string 1_0)
+    ("'1_0'", "1_0"),
+    ("1_0", 10),  # unquoted in YAML, as in Python: the number 10
     ("4 * d", 256),
     ("(3, 3)", (3, 3)),
     ("-1", -1),
@@ -155,3 +160,45 @@ def test_a_spec_refuses_a_hostile_value_at_its_place(tmp_path):
     path.write_text("kind: sequential\nargs: {d: '10 ** 10 ** 10'}\nlayers:\n  - ReLU()\n")
     with pytest.raises(CgError, match="too large a number"):
         load_spec(path)
+
+
+def test_a_quoted_yaml_string_stays_a_string_and_command_line_args_are_read(tmp_path):
+    """`version: "1_0"` (as torchvision writes SqueezeNet's) is the string 1_0, not the number 10; a string given
+    through the Python API stays that string; `--arg` text is read as the spec reads its own values."""
+    import cgtool
+    from typer.testing import CliRunner
+    from cgtool.cli import app
+
+    path = tmp_path / "v.yaml"
+    path.write_text("name: V\nkind: sequential\n"
+                    "args: {version: \"1_0\", big: '1e3', flag: \"True\", n: 1_0, lr: 1e-3, twice: 2 * n}\n"
+                    "inputs: {x: [2, 3]}\nlayers: |\n"
+                    "  layers = [Linear(3, 4) if version == '1_0' else Linear(3, 5)]\n")
+    from cgtool.spec.load import load_spec
+
+    assert load_spec(str(path)).args == {"version": "1_0", "big": "1e3", "flag": "True", "n": 10, "lr": 1e-3,
+                                         "twice": 20}
+    assert cgtool.build(str(path))[0].out_features == 4
+    assert cgtool.build(str(path), version="1_1")[0].out_features == 5
+    assert load_spec(str(path), args={"n": "3"}).args["n"] == "3"  # the API's string is a string
+    env = {"COLUMNS": "120", "NO_COLOR": "1"}
+    totals = {}
+    for given in ("version=1_0", "version='1_0'", "version=other"):  # --arg 1_0 is the number 10, as unquoted YAML
+        r = CliRunner().invoke(app, ["params", str(path), "--arg", given, "--json"], env=env)
+        assert r.exit_code == 0, r.output
+        totals[given] = json.loads(r.output)["total"]
+    assert totals == {"version=1_0": 20, "version='1_0'": 16, "version=other": 20}
+
+
+def test_values_index_into_args(tmp_path):
+    """ShuffleNet's `Conv2d(3, stages_out_channels[0], 3)`: indexing and slicing in values and layer calls."""
+    import cgtool
+
+    path = tmp_path / "s.yaml"
+    path.write_text("name: S\nkind: module\nargs: {chans: [24, 48, 96], c0: 'chans[0]', tail: 'chans[1:]'}\n"
+                    "inputs: {x: [2, 3, 8, 8]}\nmodules:\n  conv: Conv2d(3, chans[0], 3)\n"
+                    "  more: 'Conv2d(c0, tail[0], 1)'\n  fc: {type: Linear, in_features: 'tail[0]', out_features: "
+                    "'chans[-1]'}\nforward: |\n  return fc(flatten(more(conv(x)).mean((2, 3)), 1))\n")
+    net = cgtool.build(str(path))
+    assert (net.conv.out_channels, net.more.in_channels, net.more.out_channels) == (24, 24, 48)
+    assert (net.fc.in_features, net.fc.out_features) == (48, 96)

@@ -26,7 +26,7 @@ from ..errors import CgError
 from ..lang.allowlist import CONSTANT_NAMES, FUNCTIONS
 from ..lang.check import SELF_MODULE
 from ..spec import Layer, Spec, TensorSpec, yamlpos
-from ..spec.values import HELPERS, is_layer_class
+from ..spec.values import HELPERS, is_layer_class, plain_nn
 
 # Names the generated file uses itself: a spec arg or variable of the same name gets a trailing _.
 _RESERVED = frozenset({"self", "super", "torch", "nn", "F", "math", "OrderedDict", "range", "len", "int", "float",
@@ -134,7 +134,7 @@ class _ValueNames(ast.NodeTransformer):
 
 
 def _expr_code(text: str, *, constructors: bool = False, env=frozenset(), spec_class=None) -> str:
-    stripped = text.strip()
+    stripped = plain_nn(text.strip())  # `nn.ReLU6` as the spec reads it: the class ReLU6, written nn.ReLU6 below
     if constructors and stripped.isidentifier() and stripped not in env:
         stripped += "()"  # `ReLU` means ReLU()
     tree = ast.parse(stripped, mode="eval")
@@ -492,6 +492,7 @@ class _ClassWriter:
     def _generated(self, text: str) -> list[str]:
         """A layer list written as a program over the args, as the reference code builds it: the same program,
         with constructors as ``nn.NAME`` and ``spec('block.yaml', ...)`` as the block's class."""
+        text = plain_nn(text)
         try:
             tree = ast.parse(text.strip(), mode="eval")
             statements = False

@@ -2,13 +2,14 @@
 """
 from __future__ import annotations
 import ast
+import keyword
 import os
 import re
 from dataclasses import dataclass, field
 import torch
 from .. import lang
 from . import yamlpos
-from .values import eval_constant, generate, string_value
+from .values import ArgText, eval_constant, generate, plain_nn, string_value
 from ..errors import CgError, Loc, did_you_mean
 from .model import DTYPES, INITS, KINDS, MAX_DEPTH, MAX_LAYERS, MAX_REPEAT, TOP_KEYS, Call, InputSpec, Layer, Spec, TensorSpec
 
@@ -81,14 +82,15 @@ def _place(loc: Loc, where: str | None = None) -> str:
     return f"{loc}: {where}" if where else str(loc)
 
 
-def _spec_from_data(data, file, loc, *, overrides, ctx: _Ctx, default_name) -> Spec:
+def _spec_from_data(data, file, loc, *, overrides, ctx: _Ctx, default_name, given_at=None) -> Spec:
+    """*given_at*: (place, what) of the args given to an included spec (its include), for errors."""
     _check_spec_mapping(data, loc, ctx)
     loc = getattr(data, "loc", loc)
     _check_top_keys(data, loc)
     kind = _kind(data, loc)
     spec = Spec(name=_spec_name(data, loc, default_name), kind=kind, file=file, loc=loc,
                 description=data.get("description"))
-    spec.args = _resolve_args(data, overrides, loc, ctx)
+    spec.args = _resolve_args(data, overrides, loc, ctx, given_at)
     env = dict(spec.args)
     spec.inputs = _inputs(data, env, loc, ctx)
     spec.declared_inputs = "inputs" in data
@@ -136,10 +138,25 @@ def _spec_name(data, loc, default_name) -> str:
     if "name" not in data and not default_name.isidentifier():  # a file called `block one.yaml`: Block_one
         default_name = re.sub(r"\W", "_", default_name)
         default_name = default_name if default_name.isidentifier() else f"Spec_{default_name}"
+    if "name" not in data and not _usable_class_name(default_name):  # a file called `class.yaml`
+        default_name = f"{default_name}_"
     name = data.get("name", default_name)
     if not isinstance(name, str) or not name.isidentifier():
         raise CgError(f"name must be an identifier, found {name!r}", _loc_of(data, "name", loc))
+    _check_class_name(name, _loc_of(data, "name", loc), "name")
     return name
+
+
+def _usable_class_name(name: str) -> bool:
+    return not keyword.iskeyword(name) and not (name.startswith("__") and name.endswith("__"))
+
+
+def _check_class_name(name: str, loc, what: str) -> None:
+    """A spec's name is its class's name: a Python keyword (`class`, `None`) or a dunder (`__init__`) cannot be."""
+    if not _usable_class_name(name):
+        kind = "a Python keyword" if keyword.iskeyword(name) else "a dunder name"
+        raise CgError(f"{what} {name!r} is {kind}, which cannot name a class", loc,
+                      hint=f"pick another class name ({name.strip('_').capitalize() or 'Block'}Block, ...)")
 
 
 def _sequential_layers(data, loc, env, ctx: _Ctx):
@@ -219,14 +236,15 @@ def _forbid(data, keys, loc, why):
 # ----------------------------------------------------------------- args and values
 
 
-def _resolve_args(data, overrides, loc, ctx) -> dict:
+def _resolve_args(data, overrides, loc, ctx, given_at=None) -> dict:
     raw = data.get("args") or {}
     if not isinstance(raw, dict):
         raise CgError("`args` must be a mapping name -> value", _loc_of(data, "args", loc))
+    place, what = given_at or ("--arg", "the spec")
     for key in overrides:
         if key not in raw:
             hint = did_you_mean(key, [str(k) for k in raw])
-            raise CgError(f"the spec has no arg {key!r}", "--arg",
+            raise CgError(f"{what} has no arg {key!r}", place,
                           hint=hint or (f"args: {', '.join(map(str, raw))}" if raw else "the spec declares no args"))
     # In order, each from those before it, with the overrides in place: an included `ff: 4 * d` given d=16
     # is 64, as a Python default computed from the arguments would be.
@@ -235,10 +253,15 @@ def _resolve_args(data, overrides, loc, ctx) -> dict:
         where = _loc_of(raw, key, loc)
         if not isinstance(key, str) or not key.isidentifier() or key.startswith("_"):
             raise CgError(f"arg name {key!r} must be an identifier", where)
+        if key == "training":
+            raise CgError("arg name 'training' would hide the module's training flag, which the forward reads as "
+                          "`training`", where, hint="rename the arg (train_mode, use_dropout)")
         if key in overrides:
             value = overrides[key]
-            args[key] = _value(value, args, Loc("--arg"), f"--arg {key}", ctx.limits) if isinstance(value, str) \
-                else value
+            # typed on the command line: read as the spec reads its own; given as a value (the Python API, an
+            # include's args): taken as it is ("1_0" stays a string)
+            args[key] = _value(value, args, Loc("--arg"), f"--arg {key}", ctx.limits) \
+                if isinstance(value, ArgText) else value
         else:
             args[key] = _value(value, args, where, f"args.{key}", ctx.limits)
     return args
@@ -605,6 +628,7 @@ def _file_layer(body: dict, repeat, where, loc, env, ctx: _Ctx) -> Layer:
         if not isinstance(name, str) or not name.isidentifier():
             raise CgError(f"{where}.name must be an identifier (the class name of the nested spec), found {name!r}",
                           _loc_of(body, "name", loc))
+        _check_class_name(name, _loc_of(body, "name", loc), f"{where}.name")
         spec.name, spec.named = name, True
     return Layer(where, loc, spec=spec, repeat=repeat)
 
@@ -656,7 +680,7 @@ def _include(path, loc, args, ctx: _Ctx, where) -> Spec:
         _count_layers(inside, ctx, loc)
         sub = _Ctx(ctx.root_dir, (*ctx.stack, full), ctx.depth + 1, ctx.layer_count, ctx.limits, ctx.parsed)
         return _spec_from_data(data, display, Loc(display, 1, 1), overrides=args, ctx=sub,
-                               default_name=_stem(display))
+                               default_name=_stem(display), given_at=(loc, f"{where}: {path}"))
     try:
         if os.path.exists(full):
             text = yamlpos.read_capped(full, str(loc))  # a regular file, no further than the cap
@@ -674,7 +698,8 @@ def _include(path, loc, args, ctx: _Ctx, where) -> Spec:
     data = yamlpos.load(text, display)
     sub = _Ctx(ctx.root_dir, (*ctx.stack, full), ctx.depth + 1, ctx.layer_count, ctx.limits, ctx.parsed)
     before = ctx.layer_count[0]
-    spec = _spec_from_data(data, display, Loc(display, 1, 1), overrides=args, ctx=sub, default_name=_stem(display))
+    spec = _spec_from_data(data, display, Loc(display, 1, 1), overrides=args, ctx=sub, default_name=_stem(display),
+                           given_at=(loc, f"{where}: {path}"))
     ctx.parsed[full] = (display, data, ctx.layer_count[0] - before)
     return spec
 
@@ -695,7 +720,9 @@ def _constructor_call(ctx: _Ctx, loc, where):
 
 def _call_from_text(text, env, loc, where, ctx: _Ctx) -> Call | Layer | None:
     # a `>-` scalar keeps the line breaks of more-indented lines: a call is one expression, whatever its lines
-    stripped = " ".join(text.split())
+    stripped = plain_nn(" ".join(text.split()))
+    if stripped == "None":  # an entry that is not there, as `X if cond else None` when cond is false
+        return None
     if stripped.isidentifier():
         stripped += "()"  # `ReLU` means ReLU()
     try:

@@ -10,6 +10,7 @@ kept by text, so a value repeated across layers and specs compiles once.
 """
 from __future__ import annotations
 import ast
+import re
 import dataclasses
 import functools
 from dataclasses import dataclass
@@ -24,13 +25,13 @@ HELPERS = {"int": int, "float": float, "min": min, "max": max, "round": round, "
 
 # The part of the language a value may use.
 _EXPRESSIONS = (ast.Constant, ast.Name, ast.BinOp, ast.UnaryOp, ast.Compare, ast.BoolOp,
-                ast.IfExp, ast.Tuple, ast.List, ast.Call, ast.keyword)
+                ast.IfExp, ast.Tuple, ast.List, ast.Call, ast.keyword, ast.Subscript, ast.Slice)
 _OPERATORS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow, ast.UAdd, ast.USub, ast.Not,
               ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.And, ast.Or)
 _GRAMMAR = (ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop)  # checked with their node
 _CONSTANTS = (int, float, str, bool, type(None))
 _MAX_DEPTH = 100
-_HINT = "use numbers, strings, args names, arithmetic, tuples and lists"
+_HINT = "use numbers, strings, args names, arithmetic, tuples, lists and indexing (channels[0])"
 _FILE = "<spec value>"  # the compiled code's file name, to find its frame in a traceback
 _MAX_COMPILED = 4096
 
@@ -109,8 +110,29 @@ def _allowed(node: ast.AST) -> bool:
 # --------------------------------------------------------------------------- evaluating a value
 
 
+_NN_PREFIX = re.compile(r"(?<![\w.])(?:torch\.)?nn\.([A-Z]\w*)")
+
+
+def plain_nn(text: str) -> str:
+    """``nn.ReLU6`` and ``torch.nn.Linear(...)`` as reference code writes them: the class names a spec uses
+    (``ReLU6``, ``Linear(...)``). Only torch.nn module classes lose the prefix; anything else stays as written
+    (and is refused as an attribute)."""
+    if "nn." not in text:
+        return text
+    return _NN_PREFIX.sub(lambda m: m.group(1) if is_layer_class(m.group(1)) else m.group(0), text)
+
+
+class ArgText(str):
+    """An arg's value as typed on the command line (``--arg d=64``): read as the spec reads its own values. Any
+    other string given for an arg (the Python API, an include's evaluated args) is that string."""
+
+
 def string_value(text: str, env: dict, place, *, what: str = "value", limits: Limits = DEFAULT_LIMITS):
     """A string in a spec: `4 * d` → a number; `relu` (not an arg) → the string itself; `4 * dd` → an error."""
+    if "nn." in text:
+        plain = plain_nn(text)
+        if plain != text:  # `act: nn.ReLU6` is the class name ReLU6
+            return string_value(plain, env, place, what=what, limits=limits)
     reading = _read(text.strip())
     body = reading.tree.body if reading.tree is not None else None
     if text.strip().endswith((".yaml", ".yml")) and " " not in text.strip():
@@ -118,7 +140,9 @@ def string_value(text: str, env: dict, place, *, what: str = "value", limits: Li
     if body is None or isinstance(body, ast.Name) and body.id not in env:
         return str(text)  # a plain word: a string argument such as `same` or `relu`
     if isinstance(body, ast.Constant):
-        return body.value if not isinstance(body.value, str) else str(text)
+        if getattr(text, "quoted", False) and not isinstance(body.value, str):
+            return str(text)  # YAML quotes make a string: "1_0" is the string 1_0, not the number 10
+        return body.value  # a number, True/False/None, or a string literal ('1_0' is 1_0)
     if not reading.names and not reading.called and not isinstance(body, (ast.BinOp, ast.UnaryOp, ast.Tuple,
                                                                            ast.List)):
         return str(text)
@@ -131,7 +155,7 @@ def eval_constant(text: str, env: dict, place, *, what: str = "value", call=None
     With *call*, every name the value calls other than the helpers is a layer constructor:
     ``call(name, args, kwargs)`` builds what the value holds for it, innermost call first.
     """
-    stripped = text.strip()
+    stripped = plain_nn(text.strip())
     reading = _read(stripped)
     if reading.tree is None:
         raise CgError(f"cannot parse {what} {text!r}{reading.syntax_error}", place)
@@ -284,11 +308,30 @@ _PYTHON_HELPERS = ("range", "len", "enumerate", "zip")
 MAX_GENERATED = 10_000  # entries of one generated layer list
 
 
+_APPEND = re.compile(r"^(\s*)layers\.(append|extend)\((.*)\)(\s*(?:#.*)?)$")
+
+
+def _appends_as_adds(body: str) -> str:
+    """``layers.append(X)`` / ``layers.extend(X)`` on one line, as reference code writes them, read as
+    ``layers += [X]`` / ``layers += X`` (the language has no methods); every other column stays where it was,
+    so errors point at the text as written."""
+    out = []
+    for line in body.split("\n"):
+        m = _APPEND.match(line)
+        if m is not None and m.group(3).count("(") == m.group(3).count(")") \
+                and m.group(3).count("[") == m.group(3).count("]"):
+            indent, method, inner, tail = m.groups()
+            line = (f"{indent}layers +=    [{inner}]{tail}" if method == "append"
+                    else f"{indent}layers +=     {inner} {tail}")
+        out.append(line)
+    return "\n".join(out)
+
+
 def generate(text: str, env: dict, source: "lang.Source", place, *, call, limits: Limits = DEFAULT_LIMITS) -> list:
     """A layer list written as the reference code builds it, over the args: one expression (``[Linear(d, d) for _
     in range(n)]``) or statements that add to ``layers`` (``layers += [Conv2d(c, v, 3), ReLU()]``), checked by the
     language's checker and run with its guards. Every other name called is a layer constructor, handed to *call*."""
-    body = source.text
+    body = plain_nn(_appends_as_adds(source.text))
     try:
         ast.parse(body.strip(), mode="eval")
         program_text, prelude = f"return {' '.join(body.split())}", []
@@ -331,4 +374,35 @@ def generate(text: str, env: dict, source: "lang.Source", place, *, call, limits
                       hint="end with a list of layer calls, or add to `layers` (layers += [Linear(d, d)])")
     if len(value) > MAX_GENERATED:
         raise CgError(f"{len(value):,} generated layers, over the cap of {MAX_GENERATED:,}", place)
-    return [_finish(v, call) for v in value]
+    return _shared_as_refs(list(value), call, place)
+
+
+def _shared_as_refs(value: list, call, place) -> list:
+    """The entries, with Python's sharing kept: one layer object listed again (``[Linear(d, d)] * 3``, or
+    ``l = Linear(d, d)`` then ``[l, ReLU(), l]``) is the same module, as a ``{ref: N}`` to its first place
+    (counted after None entries are left out, as the list's indices are). One object inside another layer's
+    arguments as well is refused: the builder could not share it."""
+    first: dict[int, int] = {}  # id of a construction listed -> its index among the entries kept
+    out, kept = [], 0
+    for v in value:
+        if isinstance(v, _Construction) and id(v) in first:
+            out.append({"ref": str(first[id(v)])})
+        else:
+            if isinstance(v, _Construction):
+                first[id(v)] = kept
+            out.append(_finish(v, call))
+        kept += v is not None
+    seen: set[int] = set()
+    stack = [a for v in value if isinstance(v, _Construction) for a in (*v.args, *v.kwargs.values())]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, (list, tuple)):
+            stack.extend(v)
+        elif isinstance(v, _Construction):
+            if id(v) in seen or id(v) in first:
+                raise CgError(f"one {v.name}(...) object is used twice, inside another layer's arguments: Python "
+                              "would share it, and the spec cannot", place,
+                              hint="list it once and share it with {ref: N}, or construct it twice")
+            seen.add(id(v))
+            stack.extend((*v.args, *v.kwargs.values()))
+    return out

@@ -62,9 +62,10 @@ class PosList(list):
 
 
 class BlockText(str):
-    """A scalar string with where its text starts (line, col) in the file."""
+    """A scalar string with where its text starts (line, col) in the file, and whether it was quoted."""
 
     loc: Loc
+    quoted: bool = False
 
 
 def _mark(file, mark) -> Loc:
@@ -105,6 +106,7 @@ def _construct_sequence(loader: _Loader, node: yaml.SequenceNode):
 def _construct_str(loader: _Loader, node: yaml.ScalarNode):
     text = BlockText(loader.construct_scalar(node))
     text.loc = _value_loc(loader, node)
+    text.quoted = node.style in ("'", '"')
     return text
 
 
