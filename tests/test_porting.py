@@ -448,3 +448,30 @@ def test_a_class_name_that_python_cannot_have_is_refused(name, message):
 def test_an_arg_named_training_is_refused():
     r = cli("build", "-", spec="name: T\nkind: sequential\nargs: {training: 5}\ninputs: {x: [2, 4]}\nlayers: [ReLU()]\n")
     assert r.exit_code == 1 and "would hide the module's training flag" in r.output
+
+
+@pytest.mark.parametrize("names,keys", [
+    ("denselayer{i + 1}", ["denselayer1", "denselayer2", "denselayer3"]),  # torchvision's DenseNet counts from 1
+    ("block_{i:02d}", ["block_00", "block_01", "block_02"]),
+    ("l{2 * i}", ["l0", "l2", "l4"]),
+])
+def test_repeat_names_are_an_expression_over_i(names, keys, tmp_path):
+    text = (f"name: R\nkind: module\ninputs: {{x: [2, 4]}}\nmodules:\n  blocks: {{type: Linear, in_features: 4, "
+            f"out_features: 4, repeat: {{count: 3, names: \"{names}\"}}}}\nforward: |\n  return blocks(x)\n")
+    net = cgtool.build(text)
+    assert [k for k, _ in net.blocks.named_children()] == keys
+    (tmp_path / "r.yaml").write_text(text)
+    plain = _ejected(str(tmp_path / "r.yaml"), tmp_path, "R")  # the eject's f-string names them alike
+    assert list(plain.state_dict()) == list(net.state_dict())
+
+
+@pytest.mark.parametrize("names,message", [
+    ("x{0}", "makes 'x0' twice"), ("x{i}{i}", "one {i} field"), ("x{i!r}", "one {i} field"),
+    ("9{i}", "makes '90', which is not a name"), ("x{i / 2}", "not a whole number"), ("x{i:>5}", "one {i} field"),
+    ("x{__import__('os')}", "unknown function '__import__'"),
+])
+def test_repeat_names_that_cannot_name_copies_are_refused(names, message):
+    r = cli("build", "-", spec=f"name: R\nkind: module\ninputs: {{x: [2, 4]}}\nmodules:\n  blocks: {{type: Linear, "
+                               f"in_features: 4, out_features: 4, repeat: {{count: 3, names: \"{names}\"}}}}\n"
+                               "forward: |\n  return blocks(x)\n")
+    assert r.exit_code == 1 and message in r.output and "Traceback" not in r.output, r.output

@@ -96,9 +96,8 @@ class Builder:
             copies = [self._fresh(layer) for _ in range(layer.repeat)]
             if layer.repeat_kind == "modulelist":
                 seq = nn.ModuleList(copies)
-            elif layer.repeat_names is not None:
-                seq = nn.Sequential(OrderedDict((layer.repeat_names.replace("{i}", str(i)), c)
-                                                for i, c in enumerate(copies)))
+            elif layer.repeat_keys is not None:
+                seq = nn.Sequential(OrderedDict(zip(layer.repeat_keys, copies)))
             else:
                 seq = nn.Sequential(*copies)
             self.origins[id(seq)] = Origin(layer.where, layer.loc, f"{layer.text} × {layer.repeat}")

@@ -5,6 +5,7 @@ import ast
 import keyword
 import os
 import re
+import string
 from dataclasses import dataclass, field
 import torch
 from .. import lang
@@ -542,7 +543,7 @@ def _layer(entry, where, loc, env, ctx: _Ctx) -> Layer:
     body = {k: v for k, v in entry.items() if k != "repeat"}
     layer = _LAYER_FORMS[_layer_form(body, where, loc)](body, repeat and repeat[0], where, loc, env, ctx)
     if repeat is not None:
-        layer.repeat_kind, layer.repeat_names = repeat[1], repeat[2]
+        layer.repeat_kind, layer.repeat_names, layer.repeat_keys = repeat[1], repeat[2], repeat[3]
     return layer
 
 
@@ -568,15 +569,47 @@ def _repeat(entry, where, loc, env, ctx: _Ctx):
             if kind != "sequential":
                 raise CgError(f"{where}.repeat: a modulelist numbers its entries; names need kind: sequential",
                               _loc_of(raw, "names", rloc))
-            if not isinstance(names, str) or names.count("{i}") != 1 \
-                    or not names.replace("{i}", "0").isidentifier() or names.startswith("_"):
-                raise CgError(f"{where}.repeat.names must be a name with {{i}} in it, found {names!r}",
-                              _loc_of(raw, "names", rloc), hint='names: "encoder_layer_{i}" (i counts from 0)')
+        nloc = _loc_of(raw, "names", rloc)
         rloc, raw = _loc_of(raw, "count", rloc), raw["count"]
     repeat = _int(_value(raw, env, rloc, "repeat", ctx.limits), rloc, f"{where}.repeat", minimum=1)
     if repeat > MAX_REPEAT:
         raise CgError(f"{where}.repeat is {repeat:,}, over the cap of {MAX_REPEAT:,}", rloc)
-    return repeat, kind, names
+    keys = _repeat_keys(names, repeat, nloc, where, ctx.limits) if names is not None else None
+    return repeat, kind, names, keys
+
+
+_NAMES_HINT = 'names: "encoder_layer_{i}" (i counts from 0), "denselayer{i + 1}" or "block_{i:02d}"'
+
+
+def _repeat_keys(names, count: int, loc, where, limits) -> list[str]:
+    """The copies' names from `names: "denselayer{i + 1}"`: one field, an expression over i (counting from 0)
+    with an optional width (`{i:02d}`), as the f-string the eject writes computes them."""
+    what = f"{where}.repeat.names"
+    try:
+        parts = list(string.Formatter().parse(names)) if isinstance(names, str) else None
+    except ValueError:
+        parts = None
+    fields = [p for p in parts or [] if p[1] is not None]
+    if not fields or len(fields) != 1 or fields[0][3] is not None or not re.fullmatch(r"(0?[1-9]d|d?)", fields[0][2]):
+        raise CgError(f"{what} must be a name with one {{i}} field in it, found {names!r}", loc, hint=_NAMES_HINT)
+    keys = []
+    for i in range(count):
+        out = []
+        for literal, field, spec, _ in parts:
+            out.append(literal)
+            if field is not None:
+                n = eval_constant(field or "i", {"i": i}, loc, what=what, limits=limits)
+                if isinstance(n, bool) or not isinstance(n, int):
+                    raise CgError(f"{what}: {{{field}}} is {n!r} for i = {i}, not a whole number", loc, hint=_NAMES_HINT)
+                out.append(format(n, spec or "d"))
+        keys.append("".join(out))
+    bad = next((k for k in keys if not k.isidentifier() or k.startswith("_")), None)
+    if bad is not None:
+        raise CgError(f"{what} makes {bad!r}, which is not a name", loc, hint=_NAMES_HINT)
+    if len(set(keys)) != len(keys):
+        twice = next(k for k in keys if keys.count(k) > 1)
+        raise CgError(f"{what} makes {twice!r} twice", loc, hint="let the name depend on i: " + _NAMES_HINT)
+    return keys
 
 
 def _layer_form(body: dict, where, loc) -> str:

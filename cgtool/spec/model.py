@@ -46,7 +46,8 @@ class Layer:
     spec: "Spec | None" = None
     repeat: int | None = None
     repeat_kind: str = "sequential"  # the container of the copies: sequential or modulelist
-    repeat_names: str | None = None  # the copies' names, `encoder_layer_{i}` (a sequential's)
+    repeat_names: str | None = None  # the copies' names as written, `encoder_layer_{i}` (a sequential's)
+    repeat_keys: list[str] | None = None  # ... and as they are: encoder_layer_0, encoder_layer_1, ...
 
     @property
     def absent(self) -> bool:

@@ -84,11 +84,12 @@ def _tensor() -> dict:
 def _repeat() -> dict:
     count = {"anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_REPEAT}, {"type": "string", "minLength": 1}]}
     return {"description": f"Fresh copies of this entry (at most {MAX_REPEAT:,}): a count, or {{count, kind, names}} "
-                           "(kind: sequential or modulelist, the container of the copies; names: 'layer_{i}').",
+                           "(kind: sequential or modulelist, the container of the copies; names: 'layer_{i}', "
+                           "'denselayer{i + 1}', 'block_{i:02d}': one field, an expression over i counting from 0).",
             "anyOf": [*count["anyOf"],
                       {"type": "object", "required": ["count"], "additionalProperties": False, "properties": {
                           "count": count, "kind": {"enum": ["sequential", "modulelist"]},
-                          "names": {"type": "string", "pattern": r"^[A-Za-z][A-Za-z0-9_]*\{i\}[A-Za-z0-9_]*$"}}}]}
+                          "names": {"type": "string", "pattern": r"^[A-Za-z][A-Za-z0-9_]*\{[^{}]+\}[A-Za-z0-9_]*$"}}}]}
 
 
 def _layer() -> dict:
