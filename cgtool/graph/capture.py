@@ -51,6 +51,8 @@ class Record:
     loc: str | None
     module_call: str | None = None  # "linear#2"
     differentiable: bool = True
+    seen: list[Seen] = field(default_factory=list)  # the outputs as they were made
+    seen_args: list[list[Seen]] = field(default_factory=list)  # per argument, its tensors as the call read them
 
 
 @dataclass
@@ -59,6 +61,7 @@ class Binding:
     version: int
     key: tuple | None  # the bound tensor's value key; None for a non-tensor
     tensor: torch.Tensor | None = None
+    seen: Seen | None = None
 
 
 @dataclass
@@ -98,6 +101,42 @@ def value_key(t: torch.Tensor) -> tuple:
     if fn is None:
         return ("tensor", id(t))
     return ("fn", id(fn), t.output_nr)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A tensor as the run reported it (made by an operation, read by one, or bound to a name).
+
+    An in-place write later (``ReLU(inplace=True)``) leaves the same tensor object with a new
+    ``grad_fn`` and new contents: the graph is read from what was seen at the time, so the value
+    the write read keeps its own node."""
+
+    tensor: torch.Tensor
+    key: tuple
+    fn: object
+    nr: int
+    version: int
+
+    @classmethod
+    def of(cls, t: torch.Tensor) -> Seen:
+        fn = t.grad_fn
+        return cls(t, value_key(t), fn, t.output_nr if fn is not None else 0, _version(t))
+
+    @property
+    def written(self) -> bool:
+        """Whether the tensor was written in place since it was seen."""
+        return _version(self.tensor) != self.version
+
+
+def _version(t: torch.Tensor) -> int:
+    try:
+        return t._version
+    except RuntimeError:  # an inference tensor has no version counter, and cannot be written under autograd
+        return 0
+
+
+def _seen_args(args) -> list[list[Seen]]:
+    return [[Seen.of(t) for t in _tensors(a)] for a in args]
 
 
 def _fn_key(fn, nr: int) -> tuple:
@@ -197,6 +236,8 @@ class Recorder:
         self.returned: tuple[SourceMap, Site] | None = None  # the top-level program's return
         self.branches: dict[tuple, Branch] = {}  # (program, site) -> what the condition did
         self.reads = 0  # tensors read as numbers since the last condition
+        self.arguments: list[list[list[Seen]]] = []  # the arguments of the module calls running, as they came in
+        self.before: dict[tuple, torch.Tensor] = {}  # value key -> its contents before a layer wrote it in place
 
     # -- what compiled code calls
     def namespace(self, sm: SourceMap) -> dict:
@@ -244,10 +285,12 @@ class Recorder:
 
     def bind(self, name: str, value) -> None:
         self.versions[name] += 1
-        key = value_key(value) if isinstance(value, torch.Tensor) else None
-        if key is not None:
+        if isinstance(value, torch.Tensor):
+            seen = Seen.of(value)
             self.keep.extend((value, value.grad_fn))
-        self.bindings.append(Binding(name, self.versions[name], key, value if key is not None else None))
+            self.bindings.append(Binding(name, self.versions[name], seen.key, value, seen))
+        else:
+            self.bindings.append(Binding(name, self.versions[name], None))
         self.last_assigned = name
 
     def ret(self, sm: SourceMap, s: Site, value):
@@ -261,6 +304,7 @@ class Recorder:
         if self.operations > self.limits.max_operations:
             raise CgError(f"the program ran more than {self.limits.max_operations:,} operations", sm.loc(s),
                           hint="make the loops shorter")
+        seen_args = _seen_args(args) if record else []  # before the call: an in-place write changes them
         result, differentiable = self._call(sm, s, fn, args, kwargs)
         outputs = _tensors(result)
         for t in outputs:
@@ -280,7 +324,8 @@ class Recorder:
         simple = not kwargs and all(isinstance(a, (int, float, torch.Tensor)) for a in args)
         self.keep.extend(outputs + [t.grad_fn for t in outputs])
         self.records.append(Record(s.key, s.symbol, list(args), simple, outputs, sm.name(sm.label(s)),
-                                   str(sm.loc(s)), differentiable=differentiable))
+                                   str(sm.loc(s)), differentiable=differentiable,
+                                   seen=[Seen.of(t) for t in outputs], seen_args=seen_args))
         return result
 
     def _call(self, sm: SourceMap, s: Site, fn, args, kwargs):
@@ -312,9 +357,15 @@ class Recorder:
     # -- module calls (forward hooks, installed by `hooks()`)
     def pre_hook(self, module, args):
         self.module_depth += 1
+        self.arguments.append(_seen_args(args))
+        if getattr(module, "inplace", False) is True:  # ReLU(inplace=True): keep what it is about to overwrite
+            for seen in self.arguments[-1]:
+                for a in seen:
+                    self.before.setdefault(a.key, a.tensor.detach().clone())
 
     def post_hook(self, module, args, output):
         self.module_depth -= 1
+        seen_args = self.arguments.pop()
         name = self.module_names.get(id(module))
         if not name:
             return None
@@ -325,7 +376,8 @@ class Recorder:
         self.keep.extend(outputs + [t.grad_fn for t in outputs])
         text = caller[1].name(caller[1].label(caller[2])) if caller else label
         where = str(caller[1].loc(caller[2])) if caller else None
-        self.records.append(Record(name, name, list(args), False, outputs, text, where, module_call=label))
+        self.records.append(Record(name, name, list(args), False, outputs, text, where, module_call=label,
+                                   seen=[Seen.of(t) for t in outputs], seen_args=seen_args))
         return None
 
     def hooks(self):
@@ -405,11 +457,6 @@ def read_graph(recorder: Recorder, leaves: dict[str, tuple[torch.Tensor, str]]) 
     return cap
 
 
-def _start(t: torch.Tensor) -> tuple:
-    """A search entry for tensor *t*: (key, autograd node, output slot, tensor, placed)."""
-    return (value_key(t), t.grad_fn, t.output_nr if t.grad_fn is not None else 0, t, False)
-
-
 class _Reader:
     """Reads the Graph: values from autograd and the records, then labels, edges and names."""
 
@@ -421,11 +468,11 @@ class _Reader:
         self.leaves = leaves
         self.producers: dict[tuple, Record] = {}
         self.calls_of: dict[tuple, list[str]] = {}  # value key -> the module calls that returned it
-        self.tensors: dict[tuple, torch.Tensor] = {}
+        self.seen: dict[tuple, Seen] = {}
         for r in recorder.records:
-            for t in r.outputs:
-                k = value_key(t)
-                self.tensors.setdefault(k, t)
+            for seen in r.seen:
+                k, t = seen.key, seen.tensor
+                self.seen.setdefault(k, seen)
                 if k[0] == "tensor" and id(t) in self.leaf_names:
                     continue  # an operation that returned its operand itself (x.contiguous()): an alias
                 if r.module_call:
@@ -453,22 +500,34 @@ class _Reader:
         return Capture(self.graph, self.nodes, names, aliases, rec.versions, rec.last_assigned)
 
     # -- values: a depth-first search from every leaf, record and binding
+    def start(self, seen: Seen) -> tuple:
+        """A search entry for a tensor as it was seen: (key, autograd node, output slot, contents, placed)."""
+        return (seen.key, seen.fn, seen.nr, self.contents(seen), False)
+
+    def contents(self, seen: Seen) -> torch.Tensor | None:
+        """The tensor holding the value as it was seen: the tensor itself unless it was written in place since
+        (then what the writing layer was given, or None: the value is no longer known)."""
+        if not seen.written:
+            return seen.tensor
+        return self.recorder.before.get(seen.key)
+
     def collect(self) -> None:
         for t, _ in self.leaves.values():
             if t.requires_grad or t.grad_fn is not None:
-                self.visit(_start(t))
+                self.visit(self.start(Seen.of(t)))
         for r in self.recorder.records:
-            for t in r.outputs:
-                if t.grad_fn is not None:
-                    self.visit(_start(t))
-                elif not r.differentiable and any(self.depends(a) for a in _tensors(r.args)):
-                    self.visit(_start(t))
+            for seen in r.seen:
+                if seen.fn is not None:
+                    self.visit(self.start(seen))
+                elif not r.differentiable and any(self.depends(a) for args in r.seen_args for a in args):
+                    self.visit(self.start(seen))
         for b in self.recorder.bindings:
-            if b.tensor is not None and b.key[0] == "fn" and b.key not in self.values:
-                self.visit(_start(b.tensor))
+            if b.seen is not None and b.key[0] == "fn" and b.key not in self.values:
+                self.visit(self.start(b.seen))
 
-    def depends(self, t: torch.Tensor) -> bool:
-        return t.requires_grad or value_key(t) in self.values or id(t) in self.leaf_names
+    def depends(self, seen: Seen) -> bool:
+        t = seen.tensor
+        return t.requires_grad or seen.key in self.values or id(t) in self.leaf_names
 
     def visit(self, start: tuple) -> None:
         stack = [start]
@@ -490,16 +549,20 @@ class _Reader:
             # one operation that torch runs as several autograd nodes (2 / w is w.reciprocal() * 2):
             # one node, one edge per operand, the inside run as a whole
             v.inside, boundary = inside
-            for ck, (slot, t) in boundary.items():
+            for ck, (slot, seen) in boundary.items():
                 v.inputs.append((slot, ck, True))
-                todo.append(_start(t))
+                todo.append(self.start(seen))
         elif v.fn is not None and type(v.fn).__name__ != "AccumulateGrad":
             for slot, (child, child_nr) in enumerate(v.fn.next_functions):
                 if child is not None:
                     ck = _fn_key(child, child_nr)
                     v.inputs.append((slot, ck, True))
                     leaf = type(child).__name__ == "AccumulateGrad"
-                    todo.append((ck, child, child_nr, child.variable if leaf else self.tensors.get(ck), False))
+                    if leaf:
+                        todo.append((ck, child, child_nr, child.variable, False))
+                    else:
+                        seen = self.seen.get(ck)  # None: a value only autograd saw
+                        todo.append((ck, child, child_nr, self.contents(seen) if seen else None, False))
         if r is not None and r.module_call is None:
             todo.extend(self.data_inputs(v, r))
         elif r is not None:
@@ -510,22 +573,22 @@ class _Reader:
         """Data edges of a module call to the leaves it was given that carry no gradient (token ids, masks
         given as inputs), so that a picture shows where they go; autograd does not record them."""
         todo = []
-        for slot, a in enumerate(r.args):
-            for t in _tensors(a):
-                if id(t) in self.leaf_names and not t.requires_grad and t.grad_fn is None:
-                    ak = value_key(t)
-                    if all(ak != k for _, k, _ in v.inputs):
-                        v.inputs.append((slot, ak, False))
-                        todo.append(_start(t))
+        for slot, args in enumerate(r.seen_args):
+            for a in args:
+                t = a.tensor
+                if id(t) in self.leaf_names and not t.requires_grad and a.fn is None:
+                    if all(a.key != k for _, k, _ in v.inputs):
+                        v.inputs.append((slot, a.key, False))
+                        todo.append(self.start(a))
         return todo
 
     def data_inputs(self, v: _Value, r: Record) -> list[tuple]:
         """Data edges: what an operation with no derivative read, and the constants and such values an
         operation with a derivative read, so that the graph shows them."""
         todo = []
-        for slot, a in enumerate(r.args):
-            for t in _tensors(a):
-                ak = value_key(t)
+        for slot, args in enumerate(r.seen_args):
+            for seen in args:
+                t, ak = seen.tensor, seen.key
                 made = self.producers.get(ak)
                 if r.differentiable:
                     wanted = made is not None and not made.differentiable or \
@@ -535,7 +598,7 @@ class _Reader:
                                                or t.requires_grad)
                 if wanted:
                     v.inputs.append((slot, ak, False))
-                    todo.append(_start(t))
+                    todo.append(self.start(seen))
         return todo
 
     # -- labels
@@ -670,7 +733,7 @@ def _autograd_name(fn) -> str:
 
 def _slot_positions(v: _Value, r: Record) -> dict[int, int]:
     """Autograd's slot order to the operation's argument order (``2 * x`` runs as ``x.__rmul__(2)``)."""
-    arg_keys = [value_key(a) if isinstance(a, torch.Tensor) else None for a in r.args]
+    arg_keys = [seen[0].key if isinstance(a, torch.Tensor) else None for a, seen in zip(r.args, r.seen_args)]
     taken: set[int] = set()
     out = {}
     for slot, ck, _ in v.inputs:
@@ -684,9 +747,9 @@ def _slot_positions(v: _Value, r: Record) -> dict[int, int]:
 
 def _operands(r: Record, nodes) -> list | None:
     out = []
-    for a in r.args:
+    for a, seen in zip(r.args, r.seen_args):
         if isinstance(a, torch.Tensor):
-            node = nodes.get(value_key(a))
+            node = nodes.get(seen[0].key)
             if node is not None:
                 out.append(node)
             elif a.numel() == 1:
@@ -730,18 +793,18 @@ MAX_INSIDE = 1_000  # autograd nodes one composite operation may have to be show
 
 
 def _composite(fn, r: Record):
-    """For an operation run as several autograd nodes: (its nodes, consumers first; operand key -> (slot, tensor)).
+    """For an operation run as several autograd nodes: (its nodes, consumers first; operand key -> (slot, Seen)).
 
     None when it is one autograd node, or when it cannot be told apart (an operand given twice)."""
-    boundary: dict[tuple, tuple[int, torch.Tensor]] = {}
-    for position, a in enumerate(r.args):
-        for i, t in enumerate(_tensors(a)):
-            k = value_key(t) if t.grad_fn is not None else ("tensor", id(t))
-            if not t.requires_grad:
+    boundary: dict[tuple, tuple[int, Seen]] = {}
+    for position, args in enumerate(r.seen_args):
+        for seen in args:
+            k = seen.key
+            if not seen.tensor.requires_grad:
                 continue
             if k in boundary:
                 return None
-            boundary[k] = (position if r.simple else len(boundary), t)
+            boundary[k] = (position if r.simple else len(boundary), seen)
     seen: set[int] = set()
     post: list = []
     stack = [(fn, False)]
