@@ -238,6 +238,36 @@ class _Eject:
                 out.append(_Arg(_safe(k), self._default_code(spec, env[k])))
         return out
 
+    def function(self, base: str, args: list[_Arg], body: list[str], spec: Spec) -> str:
+        """``def NAME(args): ...`` at module level (a generated layer list), defined once per spec."""
+        key = ("function", _real(spec.file), spec.loc.line, spec.loc.col)
+        if key in self.keys:
+            return self.keys[key]
+        taken = {n for n, _ in self.classes}
+        name, n = base, 2
+        while name in taken or name in _RESERVED:
+            name, n = f"{base}{n}", n + 1
+        self.keys[key] = name
+        where = os.path.basename(spec.loc.file or spec.file) + (f":{spec.loc.line}" if spec.loc.line else "")
+        params = ", ".join(f"{a.name}={a.default}" for a in args)
+        source = [f"def {name}({params}):", f'    """The layers of {spec.name} ({where}), generated from the args."""',
+                  *[_indent(line, 4) for line in body]]
+        self.classes.append((name, "\n".join(source)))
+        return name
+
+    def named_sequential(self, name: str) -> str | None:
+        """``class NAME(nn.Sequential)`` adding nothing, defined once (every inline `name: Stage` is one class,
+        as in the build); None where another class already has the name."""
+        key = ("named sequential", name)
+        if key in self.keys:
+            return self.keys[key]
+        if name in {n for n, _ in self.classes} or _class_name(name) != name:
+            return None
+        self.keys[key] = name
+        self.classes.append((name, f"class {name}(nn.Sequential):\n    \"\"\"A named nn.Sequential (name: {name} in "
+                                   "the spec): it adds nothing to Sequential.\"\"\""))
+        return name
+
     def _default_code(self, spec: Spec, value) -> str:
         """An arg's default: a spec file's path (`block: resnet_basic_block.yaml`, read by `spec(block, ...)`) is
         that file's class; a torch.nn class name is the class; anything else its literal."""
@@ -287,6 +317,11 @@ class _Eject:
         return "\n".join(header + imports) + "\n\n\n" + body + "\n"
 
 
+def _snake(name: str) -> str:
+    """``Layer1`` → ``layer1``, ``FeatureBlocks`` → ``feature_blocks``."""
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", _class_name(name)).lower()
+
+
 def _words(raw) -> set[str]:
     """Every name-like word in the strings of a YAML subtree (values and forward text): the args it may read."""
     if isinstance(raw, str):
@@ -333,6 +368,12 @@ class _ClassWriter:
         return "\n".join(lines)
 
     # -- __init__
+    def container_lines(self) -> list[str]:
+        """The lines of a sequential's ``__init__`` (one ``super().__init__(...)`` unless it needs locals)."""
+        if self.spec.constants or self.spec.parameters or self.spec.ties:
+            return []
+        return self._init_body()
+
     def _init_body(self) -> list[str]:
         spec = self.spec
         section = {"sequential": "layers", "modulelist": "layers"}.get(spec.kind, "modules")
@@ -451,14 +492,14 @@ class _ClassWriter:
         if optional:  # None entries are left out, and the next takes the index, as `append` under an `if`
             return body + self._without_none(items, named)
         if spec.kind == "moduledict":
-            inner = "".join(f"    {n!r}: {c},\n" for n, c, _ in items)
+            inner = "".join(f"    {n!r}: {_nested(c)},\n" for n, c, _ in items)
             body.append("super().__init__({\n" + inner + "})")
         elif named:
             self.ej.uses_ordered_dict = True
-            inner = "".join(f"    ({n!r}, {c}),\n" for n, c, _ in items)
+            inner = "".join(f"    ({n!r}, {_nested(c)}),\n" for n, c, _ in items)
             body.append("super().__init__(OrderedDict([\n" + inner + "]))")
         else:
-            inner = "".join(f"    {'*' if s else ''}{c},\n" for _, c, s in items)
+            inner = "".join(f"    {'*' if s else ''}{_nested(c)},\n" for _, c, s in items)
             if spec.kind == "modulelist":
                 body.append("super().__init__([\n" + inner + "])")
             else:
@@ -466,19 +507,17 @@ class _ClassWriter:
         return body
 
     def _without_none(self, items, named: bool) -> list[str]:
+        """One ``super().__init__(...)`` over the entries as written, the None ones left out."""
         if self.spec.kind == "moduledict" or named:
-            pairs = "".join(f"    ({n!r}, {c}),\n" for n, c, _ in items)
-            listing = "[\n" + pairs + "]"
-            keep = "(name, layer) for name, layer in modules if layer is not None"
-            done = "{name: layer for name, layer in modules if layer is not None}" \
-                if self.spec.kind == "moduledict" else f"OrderedDict({keep})"
-            if self.spec.kind != "moduledict":
-                self.ej.uses_ordered_dict = True
-            return [f"modules = {listing}", f"super().__init__({done})"]
-        inner = "".join(f"    {'*' if spread else ''}{c},\n" for _, c, spread in items)
-        kept = "[layer for layer in layers if layer is not None]"
-        return ["layers = [\n" + inner + "]",
-                f"super().__init__({kept})" if self.spec.kind == "modulelist" else f"super().__init__(*{kept})"]
+            pairs = "".join(f"    ({n!r}, {_nested(c)}),\n" for n, c, _ in items)
+            keep = "(name, layer) for name, layer in [\n" + pairs + "] if layer is not None"
+            if self.spec.kind == "moduledict":
+                return ["super().__init__({" + keep.replace("(name, layer) for", "name: layer for", 1) + "})"]
+            self.ej.uses_ordered_dict = True
+            return [f"super().__init__(OrderedDict({keep}))"]
+        inner = "".join(f"    {'*' if spread else ''}{_nested(c)},\n" for _, c, spread in items)
+        kept = "[layer for layer in [\n" + inner + "] if layer is not None]"
+        return [f"super().__init__({kept})" if self.spec.kind == "modulelist" else f"super().__init__(*{kept})"]
 
     def _expr(self, text: str) -> str:
         """A layer written as a call (`Conv2d(c, c, 3) if stride != 1 else None`, `spec('block.yaml', d=d)`)."""
@@ -544,9 +583,29 @@ class _ClassWriter:
             return f"{cls}({kwargs})"
         if "args" in body:  # an inline spec with args of its own
             return f"{self.ej.class_for(sub, body)}()"
+        if sub.kind == "sequential" and not sub.named and isinstance(body.get("layers"), str):
+            # a generated list, as torchvision's make_layers(cfg): a function of the args it reads, its layers
+            # in an nn.Sequential (the build's class)
+            args = self.ej._args(sub, body, top=False, inherited=True)
+            writer = _ClassWriter(self.ej, sub, body, sub.name, args)
+            lines = writer._generated(body["layers"])
+            lines[-1] = "return " + lines[-1][len("super().__init__(*"):-1]
+            fn = self.ej.function(f"make_{_snake(sub.name)}", args, lines, sub)
+            return f"nn.Sequential(*{fn}({', '.join(f'{a.name}={a.name}' for a in args)}))"
+        if sub.kind == "sequential":  # as the build makes it: an nn.Sequential, or a subclass that adds nothing
+            lines = _ClassWriter(self.ej, sub, body, sub.name, []).container_lines()
+            if len(lines) == 1 and lines[0].startswith("super().__init__("):
+                cls = self.ej.named_sequential(sub.name) if sub.named else "nn.Sequential"
+                if cls is not None:
+                    return f"{cls}(" + lines[0][len("super().__init__("):]
         cls = self.ej.class_for(sub, body, inherited=True)  # an inline spec sees its parent's args
         read = _words(body)
         return f"{cls}({', '.join(f'{_safe(k)}={_safe(k)}' for k in sub.args if k in read)})"
+
+
+def _nested(code: str) -> str:
+    """An entry's code inside a container's call: its own lines one level further in."""
+    return code.replace("\n", "\n    ")
 
 
 def _get(mapping, key):
