@@ -166,7 +166,11 @@ def test_training_is_readable_and_underscore_throws_away():
     net.train()
     assert torch.equal(net(x), want * 2.0)
     r = cli("build", "-", spec=spec.replace("return y *", "return _ + y *"))
-    assert r.exit_code == 1 and "reserved" in r.output
+    assert r.exit_code == 1 and "`_` cannot be read: it is the throwaway target" in r.output
+    assert "hint: `_` is write-only" in r.output and "x, _ = attn(x, x, x)" in r.output
+    assert "rename it" not in r.output and "Traceback" not in r.output
+    r = cli("build", "-", spec=spec.replace("return y *", "return _y + y *"))  # other _names stay reserved
+    assert r.exit_code == 1 and "reserved" in r.output and "hint: rename it" in r.output
 
 
 def test_a_submodule_named_self():
@@ -184,6 +188,100 @@ def test_math_on_python_numbers_and_addmm():
     x = torch.randn(2, 4)
     c = math.sqrt(2 / math.pi) * math.exp(1.0) / math.log(2)
     assert torch.equal(net(x), torch.addmm(net.lin.bias, x, net.lin.weight.T) * c)
+
+
+def _one_error(r) -> tuple[str, str]:
+    """The error line and the hint line of a refused spec: exit 1, no traceback."""
+    assert r.exit_code == 1, r.output
+    assert "Traceback" not in r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("error: ") and lines[1].startswith("  hint: "), r.output
+    return lines[0], lines[1]
+
+
+def test_math_prefix_reaches_the_number_functions_and_constants():
+    # as ported from HF: scale = math.sqrt(head_size), math.pi; a spec arg named pi leaves math.pi math's
+    spec = module_spec("  lin: Linear(4, 4)",
+                       "scale = math.sqrt(head_size) * math.exp(1.0) / math.log(2)\n"
+                       "c = math.pi * math.e + math.pow(2.0, 0.5) + math.tanh(1.0) + math.floor(2.5) + pi\n"
+                       "return self.lin(x) / scale * c + math.sqrt(x * x)",
+                       args="{head_size: 16, pi: 3}")
+    net = cgtool.build(spec)
+    x = torch.randn(2, 4)
+    scale = math.sqrt(16) * math.exp(1.0) / math.log(2)
+    c = math.pi * math.e + math.pow(2.0, 0.5) + math.tanh(1.0) + math.floor(2.5) + 3
+    assert torch.equal(net(x), net.lin(x) / scale * c + torch.sqrt(x * x))
+    assert cli("run", "-", spec=spec).exit_code == 0
+
+
+@pytest.mark.parametrize("expr, refused", [
+    ("math.fabs(2.0)", "math.fabs"), ("math.relu(x)", "math.relu"), ("math.os", "math.os"),
+    ("math.__dict__", "math.__dict__"), ("math.sys.modules", "math.sys.modules"), ("math.tau", "math.tau"),
+])
+def test_math_prefix_refuses_what_is_not_allow_listed(expr, refused):
+    error, hint = _one_error(cli("build", "-", spec=module_spec("  lin: Linear(4, 4)", f"y = {expr}\nreturn x")))
+    assert refused in error
+    if not refused.startswith("math.__"):
+        assert "not allowed" in error and "sqrt" in hint and "pi" in hint and "tanh" in hint
+
+
+def test_number_math_beyond_sqrt_exp_log():
+    spec = module_spec("  lin: Linear(4, 4)", "return x * tanh(1.0) + pow(2.0, 0.5) + sin(1) + log1p(0.5) + erf(0.5)")
+    want = math.tanh(1.0) + math.pow(2.0, 0.5) + math.sin(1) + math.log1p(0.5) + math.erf(0.5)
+    x = torch.randn(2, 4)
+    assert torch.allclose(cgtool.build(spec)(x), x * math.tanh(1.0) + (want - math.tanh(1.0)))
+    # on tensors they stay torch's
+    spec = module_spec("  lin: Linear(4, 4)", "return tanh(x) + pow(x, 2) + pow(2.0, x)")
+    assert torch.equal(cgtool.build(spec)(x), torch.tanh(x) + torch.pow(x, 2) + torch.pow(2.0, x))
+
+
+@pytest.mark.parametrize("expr, message, hint", [
+    ("sqrt(-1.0)", "sqrt(-1.0) on Python numbers: math domain error", "needs one >= 0"),
+    ("log(0.0)", "log(0.0) on Python numbers: math domain error", "needs one > 0"),
+    ("exp(1000.0)", "exp(1000.0) on Python numbers: math range error", "largest float"),
+    ("pow(-8.0, 0.5)", "pow(-8.0, 0.5) on Python numbers", "fractional power"),
+    ("1 / 0", "division by zero on Python numbers", "divided by zero"),
+    ("d / (d - 4)", "division by zero on Python numbers (values: d = 4)", "divided by zero"),
+    ("10.0 ** (d * 100)", "a Python number out of range (values: d = 4)", "largest float"),
+    ("sigmoid(1.0)", "sigmoid() takes a tensor, and gets a Python float", "full((), value)"),
+])
+def test_number_math_errors_say_what_is_wrong_with_the_numbers(expr, message, hint):
+    spec = module_spec("  lin: Linear(4, 4)", f"return x * ({expr})", args="{d: 4}")
+    error, hint_line = _one_error(cli("run", "-", spec=spec))
+    assert message in error and error.startswith("error: <stdin>:8")
+    assert hint in hint_line and "the shape it receives" not in hint_line
+
+
+def test_calling_an_absent_optional_submodule_says_it_is_none():
+    spec = module_spec('  lin: Linear(d, d)\n  proj: "Linear(d, d) if use else None"', "return self.proj(self.lin(x))",
+                       args="{d: 4, use: false}")
+    error, hint = _one_error(cli("run", "-", spec=spec))
+    assert "proj is None" in error and "optional submodule" in error and error.startswith("error: <stdin>:9")
+    assert "test it first: `if proj is not None:`" in hint and "NoneType" not in error
+    error, hint = _one_error(cli("run", "-", spec=spec.replace("self.proj(self.lin(x))", "x @ self.proj.weight")))
+    assert "proj is None" in error and "if proj is not None" in hint
+    assert cli("run", "-", "--arg", "use=true", spec=spec).exit_code == 0
+
+
+def test_the_eject_writes_math_for_numbers_and_torch_for_tensors(tmp_path):
+    spec = module_spec("  lin: Linear(4, 4)",
+                       "scale = math.sqrt(head_size) * sqrt(x.size(-1))\nh = math.sqrt(scale) * math.pi + pi\n"
+                       "return self.lin(x) / h + math.sqrt(x * x) + tanh(1.0) + pow(x, 2) + math.pow(2.0, 0.5)",
+                       args="{head_size: 16, pi: 3}")
+    out = tmp_path / "net.py"
+    r = cli("export", "-", "--to", "python", "-o", str(out), spec=spec)
+    assert r.exit_code == 0, r.output
+    code = out.read_text()
+    assert "import math" in code and "math.sqrt(self.head_size) * math.sqrt(x.size(-1))" in code
+    assert "math.sqrt(scale) * math.pi + self.pi" in code and "torch.sqrt(x * x)" in code
+    assert "math.tanh(1.0)" in code and "torch.pow(x, 2)" in code and "math.pow(2.0, 0.5)" in code
+    namespace = {}
+    exec(compile(code, str(out), "exec"), namespace)  # noqa: S102 - the test's own ejected file
+    net = cgtool.build(spec)
+    ref = namespace["Net"]()
+    ref.load_state_dict(net.state_dict())
+    x = torch.randn(2, 4)
+    assert torch.allclose(ref(x), net(x))
 
 
 # --------------------------------------------------------------------------- named containers

@@ -200,7 +200,8 @@ def run_forward(module: nn.Module, args: list, *, files: set[str], origins: dict
         text = str(e)
         if any(s in text for s in _DATA_DEPENDENT):
             raise DataDependent(loc) from None
-        raise (_dtype_mismatch(e, module, args, names, tracker, origins, loc)
+        raise (lang.explain_runtime_error(e, files, loc)
+               or _dtype_mismatch(e, module, args, names, tracker, origins, loc)
                or _explain(e, module, tracker, origins, loc)) from None
 
 

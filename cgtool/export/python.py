@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import CgError
-from ..lang.allowlist import CONSTANT_NAMES, FUNCTIONS
+from ..lang.allowlist import CONSTANT_NAMES, FUNCTIONS, NUMBER_FUNCTIONS
 from ..lang.check import SELF_MODULE
 from ..spec import Layer, Spec, TensorSpec, yamlpos
 from ..spec.values import HELPERS, is_layer_class, plain_nn
@@ -717,6 +717,8 @@ class _ForwardWriter(ast.NodeTransformer):
         name = node.id
         if name.startswith("_cg_fn_"):
             return _code(function_spelling(name[len("_cg_fn_"):]))
+        if name.startswith("_cg_const_"):  # math.pi where the spec has a pi of its own
+            return _code(f"math.{name[len('_cg_const_'):]}")
         if name == "_cg_training":  # `training`, `self.training`
             return _code("self.training")
         if name == SELF_MODULE:  # a submodule named `self`
@@ -751,6 +753,7 @@ class _ForwardWriter(ast.NodeTransformer):
 
     def visit_Call(self, node):
         fn = self._is_function(node.func)
+        written_math = getattr(node.func, "cg_math", False)  # math.sqrt(head_size), as the reference wrote it
         node.args = [self.visit(a) for a in node.args]
         node.keywords = [self.visit(k) for k in node.keywords]
         if fn is None:
@@ -764,11 +767,26 @@ class _ForwardWriter(ast.NodeTransformer):
                 node.keywords.append(ast.keyword("training", _code("self.training")))
         elif fn in _TENSOR_OR_PYTHON and node.args and _python_value(node.args[0]):
             node.func = ast.Name(fn, ast.Load())
-        elif fn in ("sqrt", "exp", "log") and len(node.args) == 1 and _number(node.args[0]):
-            node.func = _code(f"math.{fn}")  # sqrt(2 / pi): math's, as the language folds it
+        elif fn in NUMBER_FUNCTIONS and len(node.args) == (2 if fn == "pow" else 1) and not node.keywords \
+                and all(self._number(a) or written_math and not self._tensor(a) for a in node.args):
+            node.func = _code(f"math.{fn}")  # sqrt(2 / pi), math.sqrt(4): math's, as the language computes it
         else:
             node.func = _code(function_spelling(fn))
         return node
+
+    def _number(self, node: ast.expr) -> bool:
+        numeric = frozenset(n for n, v in self.spec.args.items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool) and n not in self.locals
+                            and n not in self.parts)
+        return _number(node, numeric)
+
+    def _tensor(self, node: ast.expr) -> bool:
+        """Whether an (already ejected) expression plainly reads a tensor: an input, a parameter, a constant."""
+        inputs = set(map(_safe, self.spec.input_names))
+        tensors = set(self.spec.constants) | set(self.spec.parameters)
+        return any(isinstance(n, ast.Name) and n.id in inputs
+                   or isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "self"
+                   and n.attr in tensors for n in ast.walk(node))
 
     def visit_AugAssign(self, node):
         self.generic_visit(node)
@@ -785,11 +803,34 @@ def _python_value(node: ast.expr) -> bool:
     return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _PYTHON
 
 
-def _number(node: ast.expr) -> bool:
+_INT_METHODS = frozenset({"size", "dim", "numel"})  # x.size(-1), x.dim(), x.numel(): Python ints
+
+
+def _number(node: ast.expr, numeric_args: frozenset = frozenset()) -> bool:
     """Whether an (already ejected) expression is plainly a Python number: literals, math.pi/e/inf, arithmetic."""
-    return all(isinstance(n, (ast.Constant, ast.BinOp, ast.UnaryOp, ast.operator, ast.unaryop, ast.Load))
-               or isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "math"
-               or isinstance(n, ast.Name) and n.id == "math" for n in ast.walk(node))
+    if isinstance(node, (ast.Constant)):
+        return isinstance(node.value, (int, float)) and not isinstance(node.value, bool)
+    if isinstance(node, ast.BinOp):
+        return _number(node.left, numeric_args) and _number(node.right, numeric_args)
+    if isinstance(node, ast.UnaryOp):
+        return _number(node.operand, numeric_args)
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+        # math.pi, and a number arg of the spec (self.head_size)
+        return node.value.id == "math" or node.value.id == "self" and node.attr in numeric_args
+    if isinstance(node, ast.Attribute) and node.attr == "ndim":
+        return True
+    if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) and node.value.attr == "shape" \
+            and not isinstance(node.slice, ast.Slice):
+        return True  # x.shape[-1]
+    if isinstance(node, ast.Call):
+        f = node.func
+        if isinstance(f, ast.Attribute) and f.attr in _INT_METHODS and not (f.attr == "size" and not node.args):
+            return True
+        if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == "math":
+            return True  # math.sqrt(...) gives a float
+        if isinstance(f, ast.Name) and f.id in ("len", "int", "float"):
+            return True
+    return False
 
 
 def _code(text: str) -> ast.expr:

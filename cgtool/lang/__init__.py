@@ -7,8 +7,8 @@ guards of :mod:`.limits`.
 """
 from .allowlist import ATTRIBUTES, CONSTANT_NAMES, FUNCTIONS
 from .check import SELF_MODULE, Checker, Program, Source, check_forward, parse
-from .codegen import Compiled, compile_forward, locate_runtime_error
+from .codegen import Compiled, compile_forward, explain_runtime_error, locate_runtime_error
 from .limits import DEFAULT_LIMITS, Limits, make_guards
 
 __all__ = ["ATTRIBUTES", "CONSTANT_NAMES", "FUNCTIONS", "SELF_MODULE", "Checker", "Program", "Source", "check_forward", "parse",
-           "Compiled", "compile_forward", "locate_runtime_error", "DEFAULT_LIMITS", "Limits", "make_guards"]
+           "Compiled", "compile_forward", "explain_runtime_error", "locate_runtime_error", "DEFAULT_LIMITS", "Limits", "make_guards"]

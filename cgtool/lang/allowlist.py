@@ -23,16 +23,53 @@ def _tensor_or_python(torch_fn, py_fn):
     return fn
 
 
-def _math_or_torch(torch_fn, math_fn):
-    """``sqrt``/``exp``/``log``: math's on Python numbers (``sqrt(2 / pi)``, a float, as in the reference code's
-    ``math.sqrt``), torch's on tensors."""
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
-    def fn(x, *args, **kw):
-        if isinstance(x, (int, float)) and not isinstance(x, bool) and not args and not kw:
-            return math_fn(x)
-        return torch_fn(x, *args, **kw)
 
-    fn.__name__ = torch_fn.__name__
+# Why math refused a Python number, by function: the hint of the error (the values are in its message).
+_NUMBER_DOMAINS = {
+    "sqrt": "sqrt of a Python number needs one >= 0",
+    "log": "log of a Python number needs one > 0",
+    "log1p": "log1p of a Python number needs one > -1",
+    "pow": "pow of Python numbers has no real value for a negative number to a fractional power or 0 to a "
+           "negative power, and none over the largest float (about 1.8e308)",
+    "exp": "exp of a Python number over about 709.78 is over the largest float (about 1.8e308)",
+    "expm1": "expm1 of a Python number over about 709.78 is over the largest float (about 1.8e308)",
+}
+
+
+def number_math(name: str, math_fn, args: tuple):
+    """*math_fn* on Python numbers; its domain and range errors as a CgError that names the values."""
+    try:
+        return math_fn(*args)
+    except (ValueError, OverflowError, ZeroDivisionError) as e:
+        from ..errors import CgError
+
+        shown = ", ".join(repr(a) for a in args)
+        why = _NUMBER_DOMAINS.get(name, f"{name} of a Python number is math's, which has no value for these")
+        raise CgError(f"{name}({shown}) on Python numbers: {e}",
+                      hint=f"{why}: check the args and constants {name}'s argument is computed from "
+                      "(on a tensor it would give nan or inf instead)") from None
+
+
+def _math_or_torch(torch_fn, math_fn, name: str | None = None, arity: int = 1):
+    """``sqrt``/``exp``/``log``/``tanh``/``pow``/...: math's on Python numbers (``sqrt(2 / pi)``, a float, as in
+    the reference code's ``math.sqrt``), torch's on tensors. *arity*: how many arguments math's takes."""
+    name = name or torch_fn.__name__
+    if arity == 1:
+        def fn(x, *args, **kw):
+            if not args and not kw and isinstance(x, (int, float)) and not isinstance(x, bool):
+                return number_math(name, math_fn, (x,))
+            return torch_fn(x, *args, **kw)
+    else:
+        def fn(*args, **kw):
+            if not kw and len(args) == arity and all(_is_number(a) for a in args):
+                return number_math(name, math_fn, args)
+            return torch_fn(*args, **kw)
+
+    fn.__name__ = name
+    fn.__wrapped__ = torch_fn  # what plain PyTorch calls it on tensors (export --to python)
     return fn
 
 
@@ -85,27 +122,27 @@ FUNCTIONS: dict[str, object] = {
     "leaky_relu": _not_in_place(F.leaky_relu, "negative_slope"),
     "softplus": F.softplus,
     "sigmoid": torch.sigmoid,
-    "tanh": torch.tanh,
+    "tanh": _math_or_torch(torch.tanh, math.tanh),
     "softmax": F.softmax,
     "log_softmax": F.log_softmax,
     # elementwise
     "exp": _math_or_torch(torch.exp, math.exp),
     "log": _math_or_torch(torch.log, math.log),
-    "log1p": torch.log1p,
-    "expm1": torch.expm1,
-    "sin": torch.sin,
-    "cos": torch.cos,
-    "tan": torch.tan,
+    "log1p": _math_or_torch(torch.log1p, math.log1p),
+    "expm1": _math_or_torch(torch.expm1, math.expm1),
+    "sin": _math_or_torch(torch.sin, math.sin),
+    "cos": _math_or_torch(torch.cos, math.cos),
+    "tan": _math_or_torch(torch.tan, math.tan),
     "sqrt": _math_or_torch(torch.sqrt, math.sqrt),
     "rsqrt": torch.rsqrt,
-    "erf": torch.erf,
+    "erf": _math_or_torch(torch.erf, math.erf),
     "sign": torch.sign,
-    "floor": torch.floor,
-    "ceil": torch.ceil,
+    "floor": _math_or_torch(torch.floor, math.floor),
+    "ceil": _math_or_torch(torch.ceil, math.ceil),
     "clamp": torch.clamp,
     "maximum": torch.maximum,
     "minimum": torch.minimum,
-    "pow": torch.pow,
+    "pow": _math_or_torch(torch.pow, math.pow, arity=2),
     "where": torch.where,
     # reductions
     "sum": _tensor_or_python(torch.sum, builtins.sum),
@@ -182,6 +219,10 @@ FUNCTIONS: dict[str, object] = {
 
 CONSTANT_NAMES = {"pi": math.pi, "inf": math.inf, "e": math.e}
 
+# The allow-listed functions that compute math's on Python numbers (torch's on tensors), as math.NAME
+NUMBER_FUNCTIONS = frozenset({"sqrt", "exp", "log", "log1p", "expm1", "tanh", "sin", "cos", "tan", "erf", "floor",
+                              "ceil", "pow"})
+
 # PyTorch spellings of the same functions: `torch.flatten(x, 1)`, `F.relu(x)`. A qualified name
 # reaches exactly the allow-listed function of that name, and only where the real namespace has
 # it too (`F.mm` is no PyTorch), so code pasted from a module means what it meant there. The
@@ -202,6 +243,9 @@ QUALIFIED: dict[str, frozenset[str]] = {
     "F": _FUNCTIONAL,
     "nn.functional": _FUNCTIONAL,
     "torch.nn.functional": _FUNCTIONAL,
+    # `math.sqrt(head_size)`, `math.pi` as in ported code: the same functions, on numbers math's (and on
+    # tensors torch's, as the unqualified name); the constants. Nothing else of math is reachable.
+    "math": NUMBER_FUNCTIONS,
 }
 
 # Attribute names a program may read (x.shape) or call (x.sum()). No name here

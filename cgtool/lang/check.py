@@ -130,7 +130,10 @@ class _Resolve(ast.NodeTransformer):
         name = self.resolved.get(id(node))
         if name is None:
             return self.generic_visit(node)
-        return ast.copy_location(ast.Name(name, ast.Load()), node)
+        resolved = ast.copy_location(ast.Name(name, ast.Load()), node)
+        if isinstance(node.value, ast.Name) and node.value.id == "math":
+            resolved.cg_math = True  # written math.NAME: export --to python writes it so
+        return resolved
 
 
 class Checker(ast.NodeVisitor):
@@ -260,6 +263,10 @@ class Checker(ast.NodeVisitor):
     # -- expressions
     def check_name(self, node: ast.Name):
         if node.id.startswith("_"):
+            if node.id == "_":
+                self.fail(node, "`_` cannot be read: it is the throwaway target",
+                          hint="`_` is write-only, for a value to drop (`x, _ = attn(x, x, x)`); to use the "
+                          "value, give it a name: `x, weights = attn(x, x, x)`")
             self.fail(node, f"names starting with '_' are reserved: {node.id!r}", hint="rename it")
         if node.id == "self":
             if self.self_names is None:
@@ -290,6 +297,9 @@ class Checker(ast.NodeVisitor):
             return
         defined = sorted(self.known | set(self.assigned))
         hint = did_you_mean(name, list(self.known) + self.assigned + list(self.functions))
+        if name == "math":  # math on its own: only math.NAME reaches anything
+            hint = "math is read as math.NAME: " + ", ".join(
+                sorted(n for n in QUALIFIED["math"] if n in self.functions) + sorted(CONSTANT_NAMES))
         listing = ", ".join(defined) if defined else "nothing"
         self.fail(node, f"unknown name {name!r} (defined here: {listing})",
                   hint=hint or "define it in the spec (inputs, modules, constants, parameters, args) or assign it first")
@@ -366,6 +376,15 @@ class Checker(ast.NodeVisitor):
         if prefix == "torch" and name in TORCH_DTYPES:
             self.resolved[id(node)] = f"_cg_dtype_{name}"
             return
+        if prefix == "math" and name in CONSTANT_NAMES:  # math.pi: the language's pi, whatever the spec calls pi
+            self.resolved[id(node)] = f"_cg_const_{name}" if self.defines(name) else name
+            return
+        if parts[0] == "math" and not (prefix == "math" and name in QUALIFIED["math"] and name in self.functions):
+            reachable = sorted(n for n in QUALIFIED["math"] if n in self.functions) + sorted(CONSTANT_NAMES)
+            hint = f"after math. the language has {', '.join(reachable)}"
+            if name in self.functions:
+                hint += f"; {name} is a tensor function: write {name}(...)"
+            self.fail(node, f"{full} is not allowed in the forward language", hint=hint)
         if reach is not None and name in reach and name in self.functions:
             # The program's own `linear` (a module, a variable) hides the function `linear`; the
             # qualified name still means the function, under a name no program can write.

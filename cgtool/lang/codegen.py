@@ -307,6 +307,7 @@ def _globals(name: str, limits: Limits, namespace: dict, capture: bool, importab
     # F.linear where the program's own `linear` (a module) hides the function: see check.check_qualified
     glb.update({f"_cg_fn_{n}": glb[n] for n in FUNCTIONS})
     glb.update({f"_cg_dtype_{n}": dtype for n, dtype in TORCH_DTYPES.items()})  # torch.long, torch.float32
+    glb.update({f"_cg_const_{n}": v for n, v in CONSTANT_NAMES.items()})  # math.pi where the spec has its own pi
     if capture:
         glb.update(OPERATORS)
     glb.update(namespace)
@@ -331,3 +332,92 @@ def locate_runtime_error(exc: BaseException, files: set[str]) -> Loc | None:
     return found
 
 
+def _spec_frame(exc: BaseException, files: set[str]):
+    """The innermost traceback entry inside one of *files* (compiled spec code), or None."""
+    tb, found = exc.__traceback__, None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename in files:
+            found = tb
+        tb = tb.tb_next
+    return found
+
+
+def _names_at(tb) -> list[str]:
+    """The names the failing expression of traceback entry *tb* reads, in order (those of its line when
+    Python has no columns)."""
+    import dis
+
+    code = tb.tb_frame.f_code
+    instructions = list(dis.get_instructions(code))
+    at = next((i for i in instructions if i.offset == tb.tb_lasti), None)
+    span = getattr(at, "positions", None)
+    names = []
+    for i in instructions:
+        if i.opname not in ("LOAD_FAST", "LOAD_GLOBAL", "LOAD_NAME", "LOAD_DEREF") or not isinstance(i.argval, str):
+            continue
+        p = getattr(i, "positions", None)
+        if span is not None and p is not None and span.lineno is not None and None not in (
+                span.col_offset, span.end_col_offset, p.lineno, p.col_offset):
+            inside = (span.lineno, span.col_offset) <= (p.lineno, p.col_offset) and \
+                (p.end_lineno, p.end_col_offset) <= (span.end_lineno, span.end_col_offset)
+        else:
+            inside = i.positions.lineno == tb.tb_lineno if p is not None else False
+        if inside and i.argval not in names:
+            names.append(i.argval)
+    return names
+
+
+def explain_runtime_error(exc: BaseException, files: set[str], loc: Loc | None):
+    """A CgError for the run-time failures of a compiled forward that the language itself can explain, or None:
+    a submodule that is None (an optional one these args leave out) called or read, and Python-number math
+    (``1 / 0``, ``10.0 ** 400``) out of its domain."""
+    from ..errors import CgError, first_line
+
+    message = first_line(exc)
+    none_call = isinstance(exc, TypeError) and "'NoneType' object is not callable" in message
+    none_read = isinstance(exc, AttributeError) and "'NoneType' object has no attribute" in message
+    number = isinstance(exc, (ZeroDivisionError, OverflowError)) or (
+        isinstance(exc, ValueError) and "math domain error" in message)
+    import re
+
+    tensor_only = isinstance(exc, TypeError) and re.search(r"^(\w+)\(\).* must be Tensor, not (int|float)\b", message)
+    if tensor_only:
+        from .allowlist import NUMBER_FUNCTIONS
+
+        fn = tensor_only.group(1)
+        return CgError(f"{fn}() takes a tensor, and gets a Python {tensor_only.group(2)}: {message}", loc,
+                       hint=f"on Python numbers the language computes {', '.join(sorted(NUMBER_FUNCTIONS))} "
+                       "(math's, also as math.NAME); for other functions make a tensor first: full((), value)")
+    if not (none_call or none_read or number):
+        return None
+    tb = _spec_frame(exc, files)
+    if tb is None:
+        return None
+    try:
+        names = _names_at(tb)
+    except Exception:  # noqa: BLE001 - an explanation, never a new failure
+        names = []
+    frame = tb.tb_frame
+    values = {**frame.f_globals, **frame.f_locals}
+    if none_call or none_read:
+        owner = frame.f_locals.get("self")
+        modules = getattr(owner, "_modules", None) or {}
+        absent = [n for n in names if values.get(n, 0) is None and n in modules and modules[n] is None]
+        if not absent:
+            return None
+        name = absent[0]
+        doing = "called" if none_call else "read"
+        return CgError(f"{name} is None: an optional submodule that these args leave out, {doing} here", loc,
+                       hint=f"test it first: `if {name} is not None:` (or `y = {name}(x) if {name} is not None "
+                       "else x`), or give args that build it")
+    shown = [f"{n} = {values[n]!r}" for n in names
+             if isinstance(values.get(n), (int, float)) and not isinstance(values.get(n), bool)]
+    involved = f" (values: {', '.join(shown)})" if shown else ""
+    what = {ZeroDivisionError: f"{message} on Python numbers",  # division by zero, integer modulo by zero
+            OverflowError: "a Python number out of range"}.get(type(exc), f"{message} on Python numbers")
+    why = {ZeroDivisionError: "a Python number (an arg, a constant, a size) is divided by zero",
+           OverflowError: "the result is over the largest float (about 1.8e308)"}.get(
+        type(exc), "math has no real value for these numbers")
+    return CgError(f"{what}{involved}", loc,
+                   hint=f"{why}: check the args and constants this line computes with (tensors would give inf "
+                   "or nan instead)")
