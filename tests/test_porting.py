@@ -575,3 +575,9 @@ def test_repeat_names_that_cannot_name_copies_are_refused(names, message):
                                f"in_features: 4, out_features: 4, repeat: {{count: 3, names: \"{names}\"}}}}\n"
                                "forward: |\n  return blocks(x)\n")
     assert r.exit_code == 1 and message in r.output and "Traceback" not in r.output, r.output
+
+
+def test_training_in_a_layers_arguments_says_where_it_can_be_read():
+    r = cli("build", "-", spec="name: T\nkind: sequential\ninputs: {x: [2, 4]}\n"
+                               "layers: ['Dropout(0.1 if training else 0.0)']\n")
+    assert r.exit_code == 1 and "unknown name 'training'" in r.output and "read in the forward only" in r.output

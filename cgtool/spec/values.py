@@ -199,6 +199,9 @@ def _check_names(reading: _Reading, env, what, text, place):
     for name in reading.names:
         if name not in env:
             hint = did_you_mean(name, env)
+            if name == "training":
+                hint = ("`training` is the module's flag, read in the forward only (dropout_p=p if training else 0.0):"
+                        " what a module holds cannot depend on it")
             known = ", ".join(sorted(env)) or "none"
             raise CgError(f"unknown name {name!r} in {what} {text!r} (args: {known})", place,
                           hint or "define it under `args:` or pass --arg NAME=VALUE")
