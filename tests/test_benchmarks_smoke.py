@@ -85,3 +85,8 @@ def test_named_containers_smoke(capsys):
     rows = _script("named_containers").main(["--smoke"])
     assert [r["pair"] for r in rows] == ["chain", "encoder"]  # outputs were checked bitwise equal before timing
     assert all(r["ratio"] > 0 and all(v > 0 for v in r["us"].values()) for r in rows)
+
+
+def test_number_math_smoke(capsys):
+    rows = _script("number_math").main(["--smoke"])  # equal results were checked before timing
+    assert {r["function"] for r in rows} == {"tanh", "pow", "sqrt"} and all(r["ratio"] > 0 for r in rows)

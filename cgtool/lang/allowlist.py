@@ -62,11 +62,13 @@ def _math_or_torch(torch_fn, math_fn, name: str | None = None, arity: int = 1):
             if not args and not kw and isinstance(x, (int, float)) and not isinstance(x, bool):
                 return number_math(name, math_fn, (x,))
             return torch_fn(x, *args, **kw)
-    else:
+    elif arity == 2:
         def fn(*args, **kw):
-            if not kw and len(args) == arity and all(_is_number(a) for a in args):
+            if not kw and len(args) == 2 and _is_number(args[0]) and _is_number(args[1]):
                 return number_math(name, math_fn, args)
             return torch_fn(*args, **kw)
+    else:
+        raise ValueError(f"arity {arity}")
 
     fn.__name__ = name
     fn.__wrapped__ = torch_fn  # what plain PyTorch calls it on tensors (export --to python)
