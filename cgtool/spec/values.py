@@ -371,10 +371,13 @@ def generate(text: str, env: dict, source: "lang.Source", place, *, call, limits
         raise e.with_place(place) from None
     except Exception as e:  # noqa: BLE001 - arithmetic on user values
         where = lang.locate_runtime_error(e, {source.file})
-        raise CgError(f"cannot generate the layers: {type(e).__name__}: {e}", where or place) from None
+        raise CgError(f"cannot generate the layers: {type(e).__name__}: {e}", where or place,
+                      hint="the program runs on the args' values: check the ones this line reads") from None
     if not isinstance(value, (list, tuple)):
-        raise CgError(f"generated layers must be a list, found {type(value).__name__}", place,
-                      hint="end with a list of layer calls, or add to `layers` (layers += [Linear(d, d)])")
+        found = f"{value.name}(...)" if isinstance(value, _Construction) else type(value).__name__
+        raise CgError(f"generated layers must be a list, found {found}", place,
+                      hint="end with a list of layer calls, or add to `layers` (layers += [Linear(d, d)]); named "
+                           "entries are a YAML mapping (or repeat: {count, names})")
     if len(value) > MAX_GENERATED:
         raise CgError(f"{len(value):,} generated layers, over the cap of {MAX_GENERATED:,}", place)
     return _shared_as_refs(list(value), call, place)
