@@ -402,6 +402,8 @@ def _ejected(path, tmp_path, cls: str, **args):
     ("resnet50", "ResNet", dict(depths=[1, 2, 1, 1]), lambda: torch.randn(2, 3, 64, 64)),
     ("vgg16", "VGG", dict(num_classes=10), lambda: torch.randn(2, 3, 32, 32)),
     ("mobilenet_v2", "MobileNetV2", {}, lambda: torch.randn(2, 3, 64, 64)),
+    ("squeezenet", "SqueezeNet", dict(version="1_1"), lambda: torch.randn(2, 3, 64, 64)),
+    ("shufflenet_v2", "ShuffleNetV2", {}, lambda: torch.randn(2, 3, 64, 64)),
 ])
 def test_the_eject_writes_what_porting_needs(name, cls, args, x, tmp_path):
     """training, self.self, sqrt of a number, repeat's names and container, a derived top arg (ViT's seq_length),

@@ -60,12 +60,18 @@ def same_outputs(ours: torch.nn.Module, ref: torch.nn.Module, *inputs):
         assert g.shape == w.shape and torch.equal(g, w), f"max |difference| {(g - w).abs().max().item()}"
 
 
-@pytest.mark.parametrize("name,size", [("resnet18", 64), ("resnet50", 64), ("vgg16", 32), ("mobilenet_v2", 64)])
-def test_torchvision_cnns(name, size):
+@pytest.mark.parametrize("name,spec,args,size", [
+    ("resnet18", "resnet18", {}, 64), ("resnet50", "resnet50", {}, 64), ("vgg16", "vgg16", {}, 32),
+    ("mobilenet_v2", "mobilenet_v2", {}, 64),
+    ("squeezenet1_0", "squeezenet", {}, 96), ("squeezenet1_1", "squeezenet", {"version": "1_1"}, 96),
+    ("shufflenet_v2_x1_0", "shufflenet_v2", {}, 64),
+    ("shufflenet_v2_x0_5", "shufflenet_v2", {"stages_out_channels": [24, 48, 96, 192, 1024]}, 64),
+])
+def test_torchvision_cnns(name, spec, args, size):
     tv = torchvision()
     torch.manual_seed(0)
     ref = getattr(tv.models, name)()
-    ours = cgtool.build(zoo(name))
+    ours = cgtool.build(zoo(spec), **args)
     same_structure(ours, ref)
     same_outputs(ours, ref, torch.randn(2, 3, size, size))
 
@@ -175,3 +181,23 @@ def test_generated_tables_are_what_the_args_say():
     # t = 1: no expansion conv, and the depthwise conv takes index 0 (as the reference's list)
     assert mnet.features[1].conv[0][0].groups == 32 and len(mnet.features[1].conv) == 3
     assert mnet.features[2].conv[0][0].kernel_size == (1, 1) and len(mnet.features[2].conv) == 4
+
+
+@pytest.mark.parametrize("name,spec,args", [
+    ("resnet18", "resnet18", []), ("mobilenet_v2", "mobilenet_v2", []), ("squeezenet1_1", "squeezenet",
+                                                                         ["--arg", "version='1_1'"]),
+    ("shufflenet_v2_x1_0", "shufflenet_v2", []), ("vgg16", "vgg16", []),
+])
+def test_summary_flops_are_torchs_count_of_the_reference(name, spec, args):
+    """`cgtool summary` of a zoo spec counts the FLOPs torch's FlopCounterMode counts on the reference model."""
+    import json
+    from torch.utils.flop_counter import FlopCounterMode
+
+    tv = torchvision()
+    ref = getattr(tv.models, name)().eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        ref(torch.randn(1, 3, 64, 64))
+    r = CliRunner().invoke(app, ["summary", zoo(spec), *args, "-i", "x=1,3,64,64", "--json"],
+                           env={"COLUMNS": "120", "NO_COLOR": "1"})
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["total_flops"] == counter.get_total_flops() > 0

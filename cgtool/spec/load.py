@@ -671,11 +671,13 @@ def _inline_layer(body: dict, repeat, where, loc, env, ctx: _Ctx) -> Layer:
     if "args" in body and not isinstance(body["args"], dict):
         raise CgError(f"{where}.args must be a mapping", loc)
     inline = dict(body)
+    inherited: dict = {}
     if "args" not in inline:  # an inline spec sees its parent's args unless it declares its own
         inline_args = yamlpos.PosDict(env)
         inline_args.loc, inline_args.locs, inline_args.key_locs = loc, {}, {}
         inline["args"] = inline_args
-    spec = _spec_from_data(inline, loc.file or "<spec>", loc, overrides={}, ctx=ctx,
+        inherited = env  # values already: given as such, not read again ("1_0" stays a string)
+    spec = _spec_from_data(inline, loc.file or "<spec>", loc, overrides=inherited, ctx=ctx,
                            default_name=where.split(".")[-1].split("[")[0].capitalize() or "Block")
     return Layer(where, loc, spec=spec, repeat=repeat)
 
