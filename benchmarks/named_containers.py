@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import statistics
 import sys
-import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -27,7 +25,9 @@ import torch  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 import cgtool  # noqa: E402
+from pairs import side_by_side  # noqa: E402
 
 
 def _chain(named: bool) -> str:
@@ -53,13 +53,6 @@ def _pairs(tmp: pathlib.Path):
            torch.randn(2, 17, 64))
 
 
-def _time(fn, x, n: int) -> float:
-    start = time.perf_counter()
-    for _ in range(n):
-        fn(x)
-    return (time.perf_counter() - start) / n
-
-
 def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--trials", type=int, default=15)
@@ -77,17 +70,9 @@ def main(argv=None) -> list[dict]:
             plain.eval(), named.eval()
             assert type(plain.mlp) is torch.nn.Sequential and type(named.mlp).__name__ == "MLPBlock"
             assert torch.equal(plain(x), named(x)), label
-            n = max(1, int(block / 1000 / _time(plain, x, 20)))
-            times = {"unnamed": [], "named": []}
-            ratios = []
-            for t in range(trials):
-                order = [("unnamed", plain), ("named", named)][:: 1 if t % 2 == 0 else -1]
-                got = {k: _time(m, x, n) for k, m in order}
-                for k, v in got.items():
-                    times[k].append(v * 1e6)
-                ratios.append(got["named"] / got["unnamed"])
-            row = {"pair": label, "us": {k: statistics.median(v) for k, v in times.items()},
-                   "ratio": statistics.median(ratios)}
+            us, ratio = side_by_side(("named", named), ("unnamed", plain), (x,), trials=trials,
+                                     block_s=block / 1000)
+            row = {"pair": label, "us": us, "ratio": ratio}
             rows.append(row)
             print(f"{label:8s} unnamed {row['us']['unnamed']:8.2f} µs   named {row['us']['named']:8.2f} µs   "
                   f"named/unnamed {row['ratio']:.3f}")

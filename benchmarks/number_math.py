@@ -12,25 +12,18 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import statistics
 import sys
-import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from cgtool.lang.allowlist import FUNCTIONS  # noqa: E402
+from pairs import side_by_side  # noqa: E402
 
 CASES = [("tanh", torch.tanh, (), ), ("pow", torch.pow, (3.0,)), ("sqrt", torch.sqrt, ())]
-
-
-def _time(fn, args, n: int) -> float:
-    start = time.perf_counter()
-    for _ in range(n):
-        fn(*args)
-    return (time.perf_counter() - start) / n
 
 
 def main(argv=None) -> list[dict]:
@@ -47,16 +40,9 @@ def main(argv=None) -> list[dict]:
             for name, torch_fn, extra in CASES:
                 ours = FUNCTIONS[name]
                 assert torch.equal(ours(x, *extra), torch_fn(x, *extra)), name
-                n = max(1, int(block / _time(torch_fn, (x, *extra), 20)))
-                times, ratios = {"language": [], "torch": []}, []
-                for t in range(trials):
-                    got = {}
-                    for k, fn in ([("language", ours), ("torch", torch_fn)][:: 1 if t % 2 == 0 else -1]):
-                        got[k] = _time(fn, (x, *extra), n)
-                        times[k].append(got[k] * 1e6)
-                    ratios.append(got["language"] / got["torch"])
-                row = {"function": name, "shape": shape, "us": {k: statistics.median(v) for k, v in times.items()},
-                       "ratio": statistics.median(ratios)}
+                us, ratio = side_by_side(("language", ours), ("torch", torch_fn), (x, *extra), trials=trials,
+                                         block_s=block)
+                row = {"function": name, "shape": shape, "us": us, "ratio": ratio}
                 rows.append(row)
                 print(f"{name:5s} {str(shape):14s} language {row['us']['language']:9.3f} µs   torch "
                       f"{row['us']['torch']:9.3f} µs   ratio {row['ratio']:.3f}")
