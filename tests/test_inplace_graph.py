@@ -93,3 +93,15 @@ def test_the_zoo_spec_itself_draws_relu_nodes(cli):
     assert code == 0, err
     labels = {n["label"] for n in json.loads(out)["nodes"]}
     assert "relu#1" in labels and sum(label.endswith(("relu#1", "relu#2")) for label in labels) == 17
+
+
+def test_a_value_written_in_place_is_kept_in_brief_not_copied():
+    """Each in-place call keeps a snapshot (shape, dtype, summary) of what it overwrote, not a copy: 50 in-place
+    ReLUs on a value hold no 50 activations."""
+    from cgtool import api
+    from cgtool.graph.model import Snapshot
+
+    cap = api.capture("name: M\nkind: sequential\ninputs: {x: [4, 64]}\nlayers:\n  - Linear(64, 64)\n"
+                      "  - {type: ReLU, inplace: true, repeat: 50}\n")
+    snapshots = [n for n in cap.graph.nodes if isinstance(n.value, Snapshot)]
+    assert snapshots and all(isinstance(n.value.summary, dict) for n in snapshots)

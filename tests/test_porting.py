@@ -583,3 +583,46 @@ def test_training_in_a_layers_arguments_says_where_it_can_be_read():
     r = cli("build", "-", spec="name: T\nkind: sequential\ninputs: {x: [2, 4]}\n"
                                "layers: ['Dropout(0.1 if training else 0.0)']\n")
     assert r.exit_code == 1 and "unknown name 'training'" in r.output and "read in the forward only" in r.output
+
+
+def test_append_lines_with_brackets_in_comments_and_two_arguments():
+    ok = cli("build", "-", spec="name: A\nkind: sequential\ninputs: {x: [2, 4]}\nlayers: |\n  layers = [Linear(4, 4)]\n"
+                                "  layers.append(ReLU())  # as in f(x)\n  layers.extend([Tanh()])  # g([y])\n")
+    assert ok.exit_code == 0 and "2  Tanh()" in ok.output, ok.output
+    r = cli("build", "-", spec="name: A\nkind: sequential\ninputs: {x: [2, 4]}\nlayers: |\n"
+                               "  layers.append(ReLU(), Tanh())\n")
+    assert r.exit_code == 1 and "take one argument" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("spec", [
+    # a class arg listed bare (`act`: its instance), inline named sequentials listed and generated: one class Stage
+    "name: Net\nkind: module\nargs: {d: 4, v: \"1_0\", act: nn.ReLU6, n: 2}\ninputs: {x: [2, 4]}\nmodules:\n"
+    "  a:\n    kind: sequential\n    name: Stage\n    layers:\n"
+    "      - 'Linear(d, d) if v == \"1_0\" else Linear(d, 2 * d)'\n      - act\n"
+    "      - {kind: sequential, name: Stage, layers: ['Linear(d, d)', act]}\n"
+    "  b:\n    kind: sequential\n    name: Stage\n    layers: |\n      layers = [Linear(d, d) for _ in range(n)]\n"
+    "      layers.append(act())\nforward: |\n  return self.b(self.a(x))\n",
+    # args named as the eject's own module-level names would be
+    "name: Net\nkind: module\nargs: {d: 4, make_body: 2, Stage: 1}\ninputs: {x: [2, 4]}\nmodules:\n"
+    "  body: {kind: sequential, layers: '[Linear(d, d) for _ in range(make_body)]'}\n"
+    "  stage: {kind: sequential, name: Stage, layers: ['Linear(d, d)', ReLU()]}\n"
+    "forward: |\n  return self.stage(self.body(x))\n",
+])
+def test_the_eject_of_class_args_and_names_it_must_not_hide(spec, tmp_path):
+    (tmp_path / "net.yaml").write_text(spec)
+    ours = cgtool.build(str(tmp_path / "net.yaml"))
+    plain = _ejected(str(tmp_path / "net.yaml"), tmp_path, "Net")
+    assert list(plain.state_dict()) == list(ours.state_dict())
+    if "make_body" not in spec:  # (an arg named Stage makes the eject call the class Stage2)
+        assert [(n, type(m).__name__) for n, m in plain.named_modules()] == \
+            [(n, type(m).__name__) for n, m in ours.named_modules()]
+    plain.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 4)
+    assert torch.equal(plain(x), ours(x))
+
+
+def test_a_huge_value_is_cut_short_in_messages():
+    """One --arg of 100,000 strings of 100,000 characters: the message quotes a few hundred, in bounded memory."""
+    r = cli("build", "-", "--arg", "n=('x'*100000,)*100000",
+            spec="name: V\nkind: sequential\nargs: {n: 4}\ninputs: {x: [2, 4]}\nlayers: ['Linear(n, n)']\n")
+    assert r.exit_code == 1 and len(r.output) < 2000 and "…" in r.output, r.output[:300]

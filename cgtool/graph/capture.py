@@ -30,7 +30,7 @@ from torch import nn
 from ..errors import CgError, Loc, first_line
 from ..lang import Limits, Source, locate_runtime_error
 from ..lang.instrument import Site
-from .model import Graph, Node, OpInfo
+from .model import Graph, Node, OpInfo, Snapshot
 
 MAX_LABEL = 60  # characters of source text shown for an unnamed value
 # Operations whose derivative is zero wherever it exists: torch records a zero gradient, the graph
@@ -237,7 +237,7 @@ class Recorder:
         self.branches: dict[tuple, Branch] = {}  # (program, site) -> what the condition did
         self.reads = 0  # tensors read as numbers since the last condition
         self.arguments: list[list[list[Seen]]] = []  # the arguments of the module calls running, as they came in
-        self.before: dict[tuple, torch.Tensor] = {}  # value key -> its contents before a layer wrote it in place
+        self.before: dict[tuple, Snapshot] = {}  # value key -> its value, in brief, before a layer wrote it in place
 
     # -- what compiled code calls
     def namespace(self, sm: SourceMap) -> dict:
@@ -358,10 +358,11 @@ class Recorder:
     def pre_hook(self, module, args):
         self.module_depth += 1
         self.arguments.append(_seen_args(args))
-        if getattr(module, "inplace", False) is True:  # ReLU(inplace=True): keep what it is about to overwrite
+        if getattr(module, "inplace", False) is True:  # ReLU(inplace=True): what it is about to overwrite, in brief
             for seen in self.arguments[-1]:
                 for a in seen:
-                    self.before.setdefault(a.key, a.tensor.detach().clone())
+                    if a.key not in self.before:
+                        self.before[a.key] = Snapshot.of(a.tensor)
 
     def post_hook(self, module, args, output):
         self.module_depth -= 1
@@ -504,9 +505,9 @@ class _Reader:
         """A search entry for a tensor as it was seen: (key, autograd node, output slot, contents, placed)."""
         return (seen.key, seen.fn, seen.nr, self.contents(seen), False)
 
-    def contents(self, seen: Seen) -> torch.Tensor | None:
+    def contents(self, seen: Seen) -> torch.Tensor | Snapshot | None:
         """The tensor holding the value as it was seen: the tensor itself unless it was written in place since
-        (then what the writing layer was given, or None: the value is no longer known)."""
+        (then a snapshot of what the writing layer was given, or None: the value is no longer known)."""
         if not seen.written:
             return seen.tensor
         return self.recorder.before.get(seen.key)

@@ -31,6 +31,43 @@ class OpInfo:
     loc: str | None = None  # file:line of the operation in the spec or expression
 
 
+def value_summary(value) -> dict | None:
+    """A tensor's value in four numbers (min, max, mean, norm), or the number itself; None on meta or empty."""
+    if not isinstance(value, torch.Tensor) or value.device.type == "meta":
+        return None
+    t = value.detach()
+    if t.numel() == 0:
+        return None
+    t = t.abs() if t.is_complex() else t
+    if t.numel() == 1:
+        return {"value": float(t.reshape(()).double())}
+    if not t.is_floating_point():
+        t = t.double()  # integers and booleans: small (indices, masks), and their mean needs a float
+    # no float64 copy of a large value (an embedding is 150 MB): min and max are exact in its own dtype, the
+    # mean is summed in float64 as torch reduces, and the norm is taken in its dtype unless that overflows
+    norm = torch.linalg.vector_norm(t)
+    if not torch.isfinite(norm) and bool(torch.isfinite(t).all()):
+        norm = torch.linalg.vector_norm(t.double())
+    return {"min": float(t.min()), "max": float(t.max()), "mean": float(t.sum(dtype=torch.float64) / t.numel()),
+            "norm": float(norm)}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A value as it was before a layer overwrote it in place (``ReLU(inplace=True)``): its shape, dtype, device
+    and summary, kept instead of a copy (a copy per in-place call would hold one activation each)."""
+
+    shape: tuple
+    dtype: torch.dtype
+    device: torch.device
+    summary: dict | None
+
+    @classmethod
+    def of(cls, t: torch.Tensor) -> Snapshot:
+        with torch.no_grad():
+            return cls(tuple(t.shape), t.dtype, t.device, value_summary(t))
+
+
 @dataclass(eq=False)
 class Node:
     """A value: a leaf (no operation) or the output of one operation."""
@@ -78,9 +115,9 @@ class Graph:
 
     def add_node(self, label: str, value=None, op=None, info=None, *, kind: str = "op", shape=None) -> Node:
         if shape is None:
-            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else ()
+            shape = tuple(value.shape) if isinstance(value, (torch.Tensor, Snapshot)) else ()
         node = Node(len(self.nodes), label, value, op, info, kind, tuple(shape))
-        if isinstance(value, torch.Tensor):
+        if isinstance(value, (torch.Tensor, Snapshot)):
             node.dtype, node.device = value.dtype, value.device
         self.nodes.append(node)
         self.operands.append([])

@@ -31,7 +31,7 @@ import torch
 from ..errors import CgError, closest
 from . import paths as P
 from .levels import LEVELS, module_level_node
-from .model import Graph, Node
+from .model import Graph, Node, Snapshot, value_summary
 
 MAX_NODES = 400  # a picture with more nodes is refused (--max-nodes raises it)
 TOP_PATHS = 5  # paths listed per parameter on the page
@@ -303,23 +303,7 @@ def _run_label(run: list[str]) -> str:
 
 
 def _summary(value) -> dict | None:
-    if not isinstance(value, torch.Tensor) or value.device.type == "meta":
-        return None
-    t = value.detach()
-    if t.numel() == 0:
-        return None
-    t = t.abs() if t.is_complex() else t
-    if t.numel() == 1:
-        return {"value": float(t.reshape(()).double())}
-    if not t.is_floating_point():
-        t = t.double()  # integers and booleans: small (indices, masks), and their mean needs a float
-    # no float64 copy of a large value (an embedding is 150 MB): min and max are exact in its own dtype, the
-    # mean is summed in float64 as torch reduces, and the norm is taken in its dtype unless that overflows
-    norm = torch.linalg.vector_norm(t)
-    if not torch.isfinite(norm) and bool(torch.isfinite(t).all()):
-        norm = torch.linalg.vector_norm(t.double())
-    return {"min": float(t.min()), "max": float(t.max()), "mean": float(t.sum(dtype=torch.float64) / t.numel()),
-            "norm": float(norm)}
+    return value.summary if isinstance(value, Snapshot) else value_summary(value)
 
 
 def _loc(info) -> str | None:

@@ -775,19 +775,42 @@ def _call_from_text(text, env, loc, where, ctx: _Ctx) -> Call | Layer | None:
     return value
 
 
-def call_text(name: str, args: list, kwargs: dict) -> str:
-    """A constructor call with its values: Linear(768, 2304, bias=False)."""
-    def show(v):
-        if isinstance(v, Call):
-            return v.text
-        if isinstance(v, list):
-            return "[" + ", ".join(show(x) for x in v) + "]"
-        if isinstance(v, tuple):
-            return "(" + ", ".join(show(x) for x in v) + ("," if len(v) == 1 else "") + ")"
-        return repr(v)
+CALL_TEXT_CHARS = 240  # a call's text in trees and errors: a value of a million items is not printed whole
 
-    parts = [show(a) for a in args] + [f"{k}={show(v)}" for k, v in kwargs.items()]
+
+def call_text(name: str, args: list, kwargs: dict) -> str:
+    """A constructor call with its values: Linear(768, 2304, bias=False), cut short (…) past a few hundred
+    characters, without building the text of what is cut."""
+    parts, room = [], CALL_TEXT_CHARS
+    for k, v in [(None, a) for a in args] + list(kwargs.items()):
+        if room <= 0:
+            parts.append("…")
+            break
+        part = (f"{k}=" if k is not None else "") + _shown(v, room)
+        parts.append(part)
+        room -= len(part) + 2
     return f"{name}({', '.join(parts)})"
+
+
+def _shown(v, room: int) -> str:
+    if isinstance(v, Call):
+        text = v.text
+    elif isinstance(v, (list, tuple)):
+        items = []
+        for x in v:
+            if room <= 0:
+                items.append("…")
+                break
+            items.append(_shown(x, room))
+            room -= len(items[-1]) + 2
+        if isinstance(v, list):
+            return "[" + ", ".join(items) + "]"
+        return "(" + ", ".join(items) + ("," if len(v) == 1 else "") + ")"
+    elif isinstance(v, str) and len(v) > max(room, 20):
+        text = repr(v[:max(room, 20)]) + "…"
+    else:
+        text = repr(v)
+    return text if len(text) <= max(room, 20) else text[:max(room, 20)] + "…"
 
 
 def _ties(raw, loc) -> list[tuple[str, str, Loc]]:

@@ -311,23 +311,51 @@ _PYTHON_HELPERS = ("range", "len", "enumerate", "zip")
 MAX_GENERATED = 10_000  # entries of one generated layer list
 
 
-_APPEND = re.compile(r"^(\s*)layers\.(append|extend)\((.*)\)(\s*(?:#.*)?)$")
+_APPEND = re.compile(r"^(\s*)layers\.(append|extend)\(")
 
 
 def _appends_as_adds(body: str) -> str:
     """``layers.append(X)`` / ``layers.extend(X)`` on one line, as reference code writes them, read as
     ``layers += [X]`` / ``layers += X`` (the language has no methods); every other column stays where it was,
-    so errors point at the text as written."""
+    so errors point at the text as written. The call's end is found by Python's tokenizer (a comment or a string
+    may hold brackets); a call of another shape (two arguments, text after it) is left as written."""
     out = []
     for line in body.split("\n"):
         m = _APPEND.match(line)
-        if m is not None and m.group(3).count("(") == m.group(3).count(")") \
-                and m.group(3).count("[") == m.group(3).count("]"):
-            indent, method, inner, tail = m.groups()
+        end = _call_end(line, m.end() - 1) if m is not None else None
+        if end is not None:
+            indent, method = m.group(1), m.group(2)
+            inner, tail = line[m.end():end], line[end + 1:]
             line = (f"{indent}layers +=    [{inner}]{tail}" if method == "append"
                     else f"{indent}layers +=     {inner} {tail}")
         out.append(line)
     return "\n".join(out)
+
+
+def _call_end(line: str, opening: int) -> int | None:
+    """The column of the `)` closing the `(` at *opening*, when one argument is between them and nothing but a
+    comment follows; else None."""
+    import io
+    import tokenize
+
+    depth, end = 0, None
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(line[opening:]).readline):
+            if end is not None:
+                if tok.type not in (tokenize.COMMENT, tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER):
+                    return None
+                continue
+            if tok.type == tokenize.OP and tok.string in "([{":
+                depth += 1
+            elif tok.type == tokenize.OP and tok.string in ")]}":
+                depth -= 1
+                if depth == 0:
+                    end = opening + tok.start[1]
+            elif tok.type == tokenize.OP and tok.string == "," and depth == 1:
+                return None  # append(a, b): Python's error, not two entries
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return None
+    return end
 
 
 def generate(text: str, env: dict, source: "lang.Source", place, *, call, limits: Limits = DEFAULT_LIMITS) -> list:
@@ -357,7 +385,13 @@ def generate(text: str, env: dict, source: "lang.Source", place, *, call, limits
     functions.update({n: _constructor(c) for n, c in classes.items()})
     functions.update({n: _constructor(n) for n in called if n not in functions and n not in params})
     src = lang.Source(program_text, file=source.file, line=source.line, col=source.col)
-    program = lang.parse(src, None, limits=limits, functions=functions)
+    try:
+        program = lang.parse(src, None, limits=limits, functions=functions)
+    except CgError as e:
+        if e.message in ("attribute .append is not allowed", "attribute .extend is not allowed"):
+            raise CgError(e.message, e.place, "layers.append(X) and layers.extend([X, Y]) take one argument, on a "
+                          "line of their own; or write layers += [X, Y]") from None
+        raise
     unknown = [n for n in program.free if n not in params and n != "layers"]
     if unknown:
         hint = did_you_mean(unknown[0], env)
