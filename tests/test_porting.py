@@ -626,3 +626,19 @@ def test_a_huge_value_is_cut_short_in_messages():
     r = cli("build", "-", "--arg", "n=('x'*100000,)*100000",
             spec="name: V\nkind: sequential\nargs: {n: 4}\ninputs: {x: [2, 4]}\nlayers: ['Linear(n, n)']\n")
     assert r.exit_code == 1 and len(r.output) < 2000 and "…" in r.output, r.output[:300]
+
+
+def test_the_eject_reads_no_spec_file_outside_the_spec_folder(tmp_path):
+    """A spec() behind a false condition was never read by the build; the eject reads it only from inside the
+    spec's folder (the loader's rule for includes), and an arg naming an outside file stays a string."""
+    (tmp_path / "secret.yaml").write_text("name: Secret\nkind: sequential\nlayers: [ReLU()]\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "net.yaml").write_text("name: Net\nkind: sequential\nargs: {k: 0}\ninputs: {x: [2, 4]}\n"
+                                               "layers:\n  - \"spec('../secret.yaml') if k else None\"\n  - ReLU()\n")
+    assert cli("build", str(tmp_path / "sub" / "net.yaml")).exit_code == 0
+    r = cli("export", str(tmp_path / "sub" / "net.yaml"), "--to", "python")
+    assert r.exit_code == 1 and "outside the spec's folder" in r.output and "Traceback" not in r.output
+    (tmp_path / "sub" / "net2.yaml").write_text("name: Net\nkind: sequential\nargs: {b: ../secret.yaml}\n"
+                                                "inputs: {x: [2, 4]}\nlayers: [ReLU()]\n")
+    r = cli("export", str(tmp_path / "sub" / "net2.yaml"), "--to", "python")
+    assert r.exit_code == 0 and "b='../secret.yaml'" in r.output and "Secret" not in r.output

@@ -74,7 +74,7 @@ def eject(spec: Spec, text: str, file: str, *, inputs: dict | None = None) -> Py
     *inputs*: name → :class:`~cgtool.spec.InputSpec`, named in the module docstring.
     """
     raw = yamlpos.load(text, file)
-    ej = _Eject()
+    ej = _Eject(None if file.startswith("<") else os.path.dirname(os.path.realpath(file)))
     ej.avoid_args_of(spec)
     top = ej.class_for(spec, raw, top=True)
     return PythonSource(ej.module_source(spec, top, file, inputs or {}), top, [name for name, _ in ej.classes])
@@ -187,7 +187,8 @@ class _Arg:
 
 
 class _Eject:
-    def __init__(self):
+    def __init__(self, root: str | None = None):
+        self.root = root  # the top spec's folder: a spec file the build did not read is read only from inside it
         self.classes: list[tuple[str, str]] = []  # (name, source), in definition order
         self.keys: dict[tuple, str] = {}
         self.uses_ordered_dict = False
@@ -283,9 +284,19 @@ class _Eject:
         that file's class; a torch.nn class name is the class; anything else its literal."""
         if isinstance(value, str) and value.endswith((".yaml", ".yml")) and not spec.file.startswith("<"):
             full = _include_path(spec.file, value)
-            if os.path.isfile(full):
+            if self._readable(full) and os.path.isfile(full):
                 return self.file_class(spec, full)
         return _literal_code(value)
+
+    def _readable(self, full: str) -> bool:
+        """Whether the eject may read *full*: inside the top spec's folder, with no other hard link (the rule the
+        loader applies to includes)."""
+        if self.root is None or os.path.commonpath([full, self.root]) != self.root:
+            return False
+        try:
+            return os.stat(full).st_nlink == 1
+        except OSError:
+            return True  # not there: said when it is read
 
     def file_class(self, spec: Spec, full: str) -> str:
         """The class of the spec file *full*, included somewhere under *spec* (or loaded with its own defaults
@@ -297,6 +308,10 @@ class _Eject:
                     if _real(layer.spec.file) == full:
                         return self.class_for(layer.spec, _load_include(spec.file, full, layer.spec.file))
                     stack.append(layer.spec)
+        if not self._readable(full):
+            raise CgError(f"export --to python: {os.path.basename(full)!r}, which {spec.name} may include, is outside "
+                          "the spec's folder (or has other hard links): not read", spec.loc,
+                          hint="keep included specs in the same folder tree as the main spec")
         from ..spec.load import load_spec
 
         sub = load_spec(full)
