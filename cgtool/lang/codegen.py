@@ -6,6 +6,7 @@ import warnings
 import copy
 import builtins
 import itertools
+import re
 import sys
 import types
 from dataclasses import dataclass, field
@@ -325,15 +326,9 @@ def forget_module(name: str) -> None:
 
 
 def locate_runtime_error(exc: BaseException, files: set[str]) -> Loc | None:
-    """The innermost traceback frame inside one of *files* (compiled spec code)."""
-    tb = exc.__traceback__
-    found = None
-    while tb is not None:
-        code = tb.tb_frame.f_code
-        if code.co_filename in files:
-            found = Loc(code.co_filename, tb.tb_lineno)
-        tb = tb.tb_next
-    return found
+    """Where the innermost traceback frame inside one of *files* (compiled spec code) is."""
+    tb = _spec_frame(exc, files)
+    return Loc(tb.tb_frame.f_code.co_filename, tb.tb_lineno) if tb is not None else None
 
 
 def _spec_frame(exc: BaseException, files: set[str]):
@@ -382,8 +377,6 @@ def explain_runtime_error(exc: BaseException, files: set[str], loc: Loc | None):
     none_read = isinstance(exc, AttributeError) and "'NoneType' object has no attribute" in message
     number = isinstance(exc, (ZeroDivisionError, OverflowError)) or (
         isinstance(exc, ValueError) and "math domain error" in message)
-    import re
-
     tensor_only = isinstance(exc, TypeError) and re.search(r"^(\w+)\(\).* must be Tensor, not (int|float)\b", message)
     if tensor_only:
         from .allowlist import NUMBER_FUNCTIONS
